@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from api.accounts import service
+from api.accounts.schemas import ProfileRead, ProfileWrite, UserRead, UserUpdate
+from api.auth.dependencies import CurrentUser
+from api.db import SessionDep
+from api.http.etag import check_if_match, set_etag
+from api.http.responses import problems
+from api.http.transaction import TransactionalRoute
+
+router = APIRouter(prefix="/v1/me", tags=["me"], route_class=TransactionalRoute)
+
+
+@router.get("", responses=problems(401))
+def read_me(user: CurrentUser, response: Response) -> UserRead:
+    """The signed-in user."""
+    set_etag(response, user)
+    return service.user_read(user)
+
+
+@router.patch("", responses=problems(401, 409, 412, 422))
+def update_me(
+    data: UserUpdate, user: CurrentUser, session: SessionDep, request: Request, response: Response
+) -> UserRead:
+    """Change the user's details; changing the password ends every other session."""
+    check_if_match(request, user)
+    user = service.update_user(session=session, user=user, data=data)
+    set_etag(response, user)
+    return service.user_read(user)
+
+
+@router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 412))
+def delete_me(user: CurrentUser, session: SessionDep, request: Request) -> Response:
+    """Erase the account and everything it owns."""
+    check_if_match(request, user)
+    service.delete_user(session=session, user=user)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/profile", responses=problems(401))
+def read_profile(user: CurrentUser, session: SessionDep, response: Response) -> ProfileRead:
+    """Long-term goals, values and target roles."""
+    profile = service.get_profile(session=session, user=user)
+    set_etag(response, profile)
+    return service.profile_read(profile)
+
+
+@router.put("/profile", responses=problems(401, 412, 422))
+def replace_profile(
+    data: ProfileWrite,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+) -> ProfileRead:
+    """Replace goals, values and target roles."""
+    profile = service.get_profile(session=session, user=user, lock=True)
+    check_if_match(request, profile)
+    profile = service.replace_profile(session=session, profile=profile, data=data)
+    set_etag(response, profile)
+    return service.profile_read(profile)

@@ -1,0 +1,193 @@
+"""The error types services raise, and the handlers that turn every error into RFC 9457
+`application/problem+json`."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("rebound.errors")
+
+
+class Problem(Exception):
+    """An expected error with its HTTP status; `detail` is what a person reads."""
+
+    status: int = 500
+    title: str | None = None
+    type_slug: str | None = None
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        keep_changes: bool = False,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra or {}
+        # True when the refusal itself must be recorded (e.g. revoking a stolen token family).
+        self.keep_changes = keep_changes
+
+
+class BadRequest(Problem):
+    status = 400
+
+
+class Unauthorized(Problem):
+    status = 401
+
+    def __init__(self, detail: str = "Authentication is required.", **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"WWW-Authenticate": 'Bearer realm="rebound"'})
+        super().__init__(detail, **kwargs)
+
+
+class Forbidden(Problem):
+    status = 403
+
+
+class NotFound(Problem):
+    status = 404
+
+    def __init__(self, detail: str = "Not found.", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+
+
+class Conflict(Problem):
+    status = 409
+
+
+class Gone(Problem):
+    status = 410
+
+
+class PreconditionFailed(Problem):
+    status = 412
+
+    def __init__(
+        self,
+        detail: str = "The object changed since you read it; fetch it again and retry.",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(detail, **kwargs)
+
+
+class PayloadTooLarge(Problem):
+    status = 413
+
+
+class Unprocessable(Problem):
+    """422 for a rule the request breaks; `loc` names the field when there is one."""
+
+    status = 422
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        loc: list[str | int] | None = None,
+        error_type: str = "value_error",
+        **kwargs: Any,
+    ) -> None:
+        extra = kwargs.pop("extra", {}) or {}
+        extra.setdefault("errors", [{"loc": loc or ["body"], "msg": detail, "type": error_type}])
+        super().__init__(detail, extra=extra, **kwargs)
+
+
+class TooManyRequests(Problem):
+    status = 429
+
+
+class ServiceUnavailable(Problem):
+    status = 503
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details, as every error response carries them."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+    type_slug: str | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://rebound.dev/problems/{type_slug}" if type_slug else "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for error in exc.errors():
+        errors.append(
+            {
+                "loc": [str(part) if not isinstance(part, int) else part for part in error["loc"]],
+                "msg": error["msg"],
+                "type": error["type"],
+            }
+        )
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            headers=exc.headers,
+            extra=exc.extra,
+            type_slug=exc.type_slug,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"])
+        return problem_response(
+            422,
+            f"{where}: {first['msg']}" if where else str(first["msg"]),
+            title="Unprocessable Content",
+            extra={"errors": errors},
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = "There is nothing at this address."
+        elif exc.status_code == 405:
+            detail = "This address does not accept that method."
+        return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(500, "Something went wrong on our side; it has been logged.")

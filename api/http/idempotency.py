@@ -1,0 +1,125 @@
+"""Safe retries: a POST with an `Idempotency-Key` runs once per principal and key.
+
+A retry with the same key and body gets the first response again (with
+`Idempotency-Replayed: true`) and changes nothing; the same key with another body is 422;
+the same key while the first request is still running is 409. Records are written in the
+request's own transaction, so a response is replayable exactly when its change committed.
+Keys are kept for `RETENTION`; the worker prunes older ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from fastapi import Request, Response
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from api.errors import Conflict, Unprocessable
+from api.models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+RETENTION = timedelta(hours=48)
+_REPLAYED_HEADERS = ("location", "etag", "content-type")
+
+
+@dataclass
+class IdempotentRequest:
+    key: str
+    request_hash: str
+    principal: str | None = None
+    user_id: str | None = None
+
+
+class IdempotentReplay(Exception):
+    """Raised to answer a retry with the stored response; handled in api.main."""
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        super().__init__(record.key)
+        self.record = record
+
+    def response(self) -> Response:
+        headers = dict(self.record.response_headers)
+        headers["Idempotency-Replayed"] = "true"
+        return Response(
+            content=self.record.response_body,
+            status_code=self.record.status_code,
+            headers=headers,
+        )
+
+
+async def begin_idempotent_request(request: Request) -> None:
+    """Note the key and a digest of the request; the principal is checked once known."""
+    key = request.headers.get(HEADER)
+    if request.method != "POST" or key is None:
+        return
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise Unprocessable(
+            "Idempotency-Key must be 1 to 255 printable characters.",
+            loc=["header", HEADER],
+        )
+    body = await request.body()
+    digest = hashlib.sha256()
+    digest.update(request.method.encode() + b" " + request.url.path.encode() + b"\n")
+    digest.update(request.url.query.encode() + b"\n")
+    digest.update(body)
+    request.state.idempotency = IdempotentRequest(key=key, request_hash=digest.hexdigest())
+
+
+def check_idempotency(
+    request: Request, session: Session, *, principal: str, user_id: str | None
+) -> None:
+    """Called by authentication once it knows who is asking: replay, refuse, or go on."""
+    intent: IdempotentRequest | None = getattr(request.state, "idempotency", None)
+    if intent is None:
+        return
+    intent.principal, intent.user_id = principal, user_id
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until the transaction ends: a concurrent request with this key is a 409.
+        locked = session.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
+            {"k": f"{principal}\x00{intent.key}"},
+        ).scalar_one()
+        if not locked:
+            raise Conflict(
+                "A request with this Idempotency-Key is still being processed; retry later.",
+                headers={"Retry-After": "1"},
+            )
+    record = session.exec(
+        select(IdempotencyRecord).where(
+            IdempotencyRecord.principal == principal, IdempotencyRecord.key == intent.key
+        )
+    ).first()
+    if record is None:
+        return
+    if record.request_hash != intent.request_hash:
+        raise Unprocessable(
+            "This Idempotency-Key was already used with a different request.",
+            loc=["header", HEADER],
+            error_type="idempotency_key_reused",
+        )
+    raise IdempotentReplay(record)
+
+
+def store_idempotent_response(request: Request, session: Session, response: Response) -> None:
+    intent: IdempotentRequest | None = getattr(request.state, "idempotency", None)
+    if intent is None or intent.principal is None or response.status_code >= 500:
+        return
+    body = bytes(response.body) if hasattr(response, "body") else b""
+    session.add(
+        IdempotencyRecord(
+            principal=intent.principal,
+            key=intent.key,
+            user_id=intent.user_id,
+            method=request.method,
+            path=request.url.path,
+            request_hash=intent.request_hash,
+            status_code=response.status_code,
+            response_body=body.decode(),
+            response_headers={
+                name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS
+            },
+        )
+    )

@@ -1,0 +1,68 @@
+"""One request, one transaction: the route class every router uses.
+
+The session is opened before the endpoint runs and is committed after it returned its
+response, before that response is sent; any exception rolls it back. A POST carrying an
+`Idempotency-Key` has its response stored in the same transaction (see idempotency.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.concurrency import run_in_threadpool
+
+from api.db import open_session
+from api.errors import Problem, ServiceUnavailable
+from api.http.idempotency import begin_idempotent_request, store_idempotent_response
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class TransactionalRoute(APIRoute):
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # The endpoint's one-line docstring is its OpenAPI summary.
+        if kwargs.get("summary") is None and endpoint.__doc__:
+            kwargs["summary"] = endpoint.__doc__.strip().splitlines()[0]
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run_in_transaction(request: Request) -> Response:
+            engine = request.app.state.engine
+            write = request.method not in SAFE_METHODS
+            await begin_idempotent_request(request)
+            try:
+                session = await run_in_threadpool(open_session, engine, write=write)
+            except (OperationalError, PoolTimeoutError) as exc:
+                raise ServiceUnavailable(
+                    "The database is not reachable right now; try again shortly.",
+                    headers={"Retry-After": "1"},
+                ) from exc
+            request.state.session = session
+            try:
+                response = await handler(request)
+                if write:
+                    store_idempotent_response(request, session, response)
+                    await run_in_threadpool(session.commit)
+                return response
+            except Problem as exc:
+                if exc.keep_changes:
+                    await run_in_threadpool(session.commit)
+                raise
+            except DBAPIError as exc:
+                if exc.connection_invalidated or isinstance(exc, OperationalError):
+                    raise ServiceUnavailable(
+                        "The database is not reachable right now; try again shortly.",
+                        headers={"Retry-After": "1"},
+                    ) from exc
+                raise
+            finally:
+                await run_in_threadpool(session.close)
+
+        return run_in_transaction

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from api.auth.dependencies import CurrentUser
+from api.db import SessionDep
+from api.http.etag import set_etag
+from api.http.pagination import Cursor, Limit, Page
+from api.http.responses import problems
+from api.http.transaction import TransactionalRoute
+from api.models import Rejection
+from api.models.rejection import ReasonCode, Stage
+from api.rejections import service
+from api.rejections.dependencies import OwnedRejection, RejectionForWrite
+from api.rejections.schemas import RejectionCreate, RejectionRead, RejectionUpdate
+
+router = APIRouter(prefix="/v1/rejections", tags=["rejections"], route_class=TransactionalRoute)
+
+
+def rejection_read(rejection: Rejection) -> RejectionRead:
+    return RejectionRead.model_validate(rejection, from_attributes=True)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 409, 422))
+def create_rejection(
+    data: RejectionCreate, user: CurrentUser, session: SessionDep, response: Response
+) -> RejectionRead:
+    """Log a rejection; its reflection is created with it."""
+    rejection = service.create_rejection(session=session, owner=user, data=data)
+    set_etag(response, rejection)
+    response.headers["Location"] = f"/v1/rejections/{rejection.id}"
+    return rejection_read(rejection)
+
+
+@router.get("", responses=problems(401, 422))
+def list_rejections(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    stage: Stage | None = None,
+    reason_code: ReasonCode | None = None,
+    company: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=40)] = None,
+    rejected_from: date | None = None,
+    rejected_to: date | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            max_length=200, description="Text to find in company, role, reason, notes or location."
+        ),
+    ] = None,
+) -> Page[RejectionRead]:
+    """The user's rejections, newest first, with filters."""
+    rows, next_cursor = service.list_rejections(
+        session=session,
+        owner=user,
+        limit=limit,
+        cursor=cursor,
+        stage=stage,
+        reason_code=reason_code,
+        company=company,
+        tag=tag,
+        rejected_from=rejected_from,
+        rejected_to=rejected_to,
+        q=q,
+    )
+    return Page(items=[rejection_read(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/{rejection_id}", responses=problems(401, 404))
+def read_rejection(rejection: OwnedRejection, response: Response) -> RejectionRead:
+    """One rejection."""
+    set_etag(response, rejection)
+    return rejection_read(rejection)
+
+
+@router.patch("/{rejection_id}", responses=problems(401, 404, 412, 422))
+def update_rejection(
+    data: RejectionUpdate,
+    rejection: RejectionForWrite,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+) -> RejectionRead:
+    """Change some fields of a rejection."""
+    rejection = service.update_rejection(
+        session=session, owner=user, rejection=rejection, data=data
+    )
+    set_etag(response, rejection)
+    return rejection_read(rejection)
+
+
+@router.delete(
+    "/{rejection_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 404, 412)
+)
+def delete_rejection(rejection: RejectionForWrite, session: SessionDep) -> Response:
+    """Delete a rejection (its reflection goes with it)."""
+    service.delete_rejection(session=session, rejection=rejection)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

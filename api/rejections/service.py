@@ -1,0 +1,160 @@
+"""Rejections: logging them, finding them, changing and deleting them."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, func, or_, true, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from api.db import utcnow
+from api.errors import NotFound, Unprocessable
+from api.events import record_event
+from api.http.pagination import paginate
+from api.models import Reflection, Rejection, User
+from api.models.rejection import ReasonCode, Stage
+from api.reflections.service import create_reflection
+from api.rejections.schemas import RejectionCreate, RejectionUpdate
+
+
+def local_today(user: User) -> date:
+    return datetime.now(ZoneInfo(user.timezone)).date()
+
+
+def _check_not_in_future(user: User, day: date, field: str) -> None:
+    if day > local_today(user):
+        raise Unprocessable(f"{field} cannot be in the future.", loc=["body", field])
+
+
+def create_rejection(*, session: Session, owner: User, data: RejectionCreate) -> Rejection:
+    """Log a rejection, with its reflection, and tell subscribers."""
+    rejected_on = data.rejected_on or local_today(owner)
+    _check_not_in_future(owner, rejected_on, "rejected_on")
+    if data.applied_on and data.applied_on > rejected_on:
+        raise Unprocessable("applied_on must not be after rejected_on.", loc=["body", "applied_on"])
+    rejection = Rejection.model_validate(
+        data.model_dump(mode="json", exclude={"rejected_on"}),
+        update={"user_id": owner.id, "rejected_on": rejected_on},
+    )
+    session.add(rejection)
+    session.flush()
+    create_reflection(session=session, rejection=rejection)
+    record_event(session, type="rejection.created", user_id=owner.id, subject_id=rejection.id)
+    return rejection
+
+
+def get_rejection(
+    *, session: Session, owner: User, rejection_id: str, lock: bool = False
+) -> Rejection:
+    """The owner's live rejection, or 404 (deleted and other users' ones alike)."""
+    statement = select(Rejection).where(
+        Rejection.id == rejection_id,
+        Rejection.user_id == owner.id,
+        col(Rejection.deleted_at).is_(None),
+    )
+    rejection = session.exec(statement.with_for_update() if lock else statement).first()
+    if rejection is None:
+        raise NotFound("There is no rejection with this id.")
+    return rejection
+
+
+def _tag_filter(session: Session, tag: str) -> ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        return type_coerce(Rejection.tags, JSONB).contains([tag])
+    each = func.json_each(Rejection.tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == tag).exists()
+
+
+def list_rejections(
+    *,
+    session: Session,
+    owner: User,
+    limit: int,
+    cursor: str | None,
+    stage: Stage | None = None,
+    reason_code: ReasonCode | None = None,
+    company: str | None = None,
+    tag: str | None = None,
+    rejected_from: date | None = None,
+    rejected_to: date | None = None,
+    q: str | None = None,
+) -> tuple[list[Rejection], str | None]:
+    """The owner's live rejections, newest first, filtered."""
+    statement: SelectOfScalar[Rejection] = select(Rejection).where(
+        Rejection.user_id == owner.id,
+        col(Rejection.deleted_at).is_(None),
+    )
+    conditions: list[ColumnElement[bool]] = []
+    if stage is not None:
+        conditions.append(Rejection.stage == stage.value)  # type: ignore[arg-type]
+    if reason_code is not None:
+        conditions.append(Rejection.reason_code == reason_code.value)  # type: ignore[arg-type]
+    if company:
+        conditions.append(func.lower(Rejection.company) == company.strip().lower())
+    if tag:
+        conditions.append(_tag_filter(session, tag))
+    if rejected_from is not None:
+        conditions.append(Rejection.rejected_on >= rejected_from)  # type: ignore[arg-type]
+    if rejected_to is not None:
+        conditions.append(Rejection.rejected_on <= rejected_to)  # type: ignore[arg-type]
+    if q:
+        pattern = (
+            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        conditions.append(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (
+                        Rejection.company,
+                        Rejection.role_title,
+                        Rejection.reason_text,
+                        Rejection.notes,
+                        Rejection.location,
+                    )
+                )
+            )
+        )
+    statement = statement.where(*conditions) if conditions else statement.where(true())
+    return paginate(session, statement, Rejection.id, limit=limit, cursor=cursor)
+
+
+def update_rejection(
+    *, session: Session, owner: User, rejection: Rejection, data: RejectionUpdate
+) -> Rejection:
+    """Change the given fields and tell subscribers."""
+    changes = data.model_dump(mode="json", exclude_unset=True)
+    if data.rejected_on is not None:
+        _check_not_in_future(owner, data.rejected_on, "rejected_on")
+    applied_on = data.applied_on if "applied_on" in changes else rejection.applied_on
+    rejected_on = data.rejected_on if "rejected_on" in changes else rejection.rejected_on
+    if applied_on and rejected_on and applied_on > rejected_on:
+        raise Unprocessable("applied_on must not be after rejected_on.", loc=["body", "applied_on"])
+    if "applied_on" in changes:
+        changes["applied_on"] = applied_on
+    if "rejected_on" in changes:
+        changes["rejected_on"] = rejected_on
+    for name, value in changes.items():
+        setattr(rejection, name, value)
+    if session.is_modified(rejection):
+        session.add(rejection)
+        record_event(
+            session, type="rejection.updated", user_id=rejection.user_id, subject_id=rejection.id
+        )
+    return rejection
+
+
+def delete_rejection(*, session: Session, rejection: Rejection) -> None:
+    """Soft-delete: a tombstone stays for devices to sync; the reflection goes with it."""
+    now = utcnow()
+    rejection.deleted_at = now
+    session.add(rejection)
+    reflection = session.exec(
+        select(Reflection).where(Reflection.rejection_id == rejection.id)
+    ).first()
+    if reflection is not None:
+        reflection.deleted_at = now
+        session.add(reflection)

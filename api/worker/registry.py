@@ -1,0 +1,106 @@
+"""The task registry: each job `kind` names one handler.
+
+Feature packages register their handlers in their own `tasks.py` with `@task("kind")`;
+`api.worker.runner` imports them all. A handler is an async function of the job and the
+worker's context; it opens its own transactions with `ctx.session()`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from api.config import Settings
+from api.db import open_session
+from api.models import Job
+
+
+@dataclass
+class WorkerContext:
+    engine: Engine
+    settings: Settings
+    worker_id: str
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A write transaction, committed when the block ends without error."""
+        session = open_session(self.engine)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+Handler = Callable[[Job, WorkerContext], Awaitable[None]]
+Backoff = Callable[[int], timedelta]
+
+
+class RetryLater(Exception):
+    """Not a failure: run the job again at `at` without spending an attempt."""
+
+    def __init__(self, at: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.at = at
+        self.reason = reason
+
+
+def exponential_backoff(attempt: int) -> timedelta:
+    """About 5 s, 10 s, 20 s … capped at one hour, with ±20% jitter."""
+    seconds = min(5 * 2 ** (attempt - 1), 3600)
+    return timedelta(seconds=seconds * random.uniform(0.8, 1.2))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    handler: Handler
+    backoff: Backoff
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def task(kind: str, *, backoff: Backoff = exponential_backoff) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        TASKS[kind] = TaskSpec(handler=handler, backoff=backoff)
+        return handler
+
+    return register
+
+
+Periodic = Callable[[WorkerContext], Awaitable[None]]
+
+
+@dataclass
+class PeriodicSpec:
+    name: str
+    function: Periodic
+    every: timedelta
+
+
+PERIODIC: dict[str, PeriodicSpec] = {}
+
+
+def periodic(name: str, *, every: timedelta) -> Callable[[Periodic], Periodic]:
+    """A function each worker calls about every `every` (and once per `worker --once`).
+
+    It must be safe when several workers call it at once: it should only enqueue jobs
+    with dedupe keys, or claim rows with locks.
+    """
+
+    def register(function: Periodic) -> Periodic:
+        PERIODIC[name] = PeriodicSpec(name=name, function=function, every=every)
+        return function
+
+    return register

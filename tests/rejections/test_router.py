@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from api.models import ReflectionStep, Rejection
+from tests.factories import make_rejection, make_user, rejection_body
+
+
+def test_create_returns_201_with_etag_and_makes_the_reflection(
+    client: TestClient, db: Session
+) -> None:
+    user = make_user(client)
+    response = client.post(
+        "/v1/rejections",
+        json=rejection_body(tags=["dream job", "dream  job", "fintech"]),
+        headers=user.headers,
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["company"] == "Acme Corp"
+    assert body["tags"] == ["dream job", "fintech"]
+    assert response.headers["ETag"] == '"1"'
+    assert response.headers["Location"] == f"/v1/rejections/{body['id']}"
+    steps = db.exec(select(ReflectionStep).where(ReflectionStep.user_id == user.id)).all()
+    assert sorted(step.order for step in steps) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_rejected_on_defaults_to_today(client: TestClient) -> None:
+    user = make_user(client)
+    body = rejection_body()
+    del body["rejected_on"], body["applied_on"]
+    created = client.post("/v1/rejections", json=body, headers=user.headers)
+    assert created.status_code == 201
+    assert created.json()["rejected_on"]
+
+
+def test_invalid_rejections_are_refused_and_nothing_is_written(
+    client: TestClient, db: Session
+) -> None:
+    user = make_user(client)
+    cases = [
+        (rejection_body(stage="lunch"), "stage"),
+        (rejection_body(reason_code="bad_luck"), "reason_code"),
+        (rejection_body(applied_on="2026-11-10", rejected_on="2026-11-01"), "applied_on"),
+        (rejection_body(rejected_on="2999-01-01"), "rejected_on"),
+        (rejection_body(contact_email="nope"), "contact_email"),
+        (rejection_body(job_url="ftp://x"), "job_url"),
+        (rejection_body(emotional_impact=6), "emotional_impact"),
+        (rejection_body(company=""), "company"),
+        (rejection_body(company="x" * 201), "company"),
+        (rejection_body(tags=["x" * 41]), "tags"),
+        (rejection_body(unknown_field=1), "unknown_field"),
+    ]
+    for body, field in cases:
+        response = client.post("/v1/rejections", json=body, headers=user.headers)
+        assert response.status_code == 422, (field, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        locs = [part for error in response.json()["errors"] for part in error["loc"]]
+        assert field in locs, (field, response.json())
+    assert db.exec(select(Rejection)).all() == []
+
+
+def test_another_users_rejection_is_404(client: TestClient) -> None:
+    alice, bob = make_user(client), make_user(client)
+    rejection = make_rejection(alice)
+    url = f"/v1/rejections/{rejection['id']}"
+    assert client.get(url, headers=bob.headers).status_code == 404
+    assert client.patch(url, json={"notes": "mine"}, headers=bob.headers).status_code == 404
+    assert client.delete(url, headers=bob.headers).status_code == 404
+    assert client.get(url, headers=alice.headers).json()["notes"] is None
+    assert client.get("/v1/rejections", headers=bob.headers).json()["items"] == []
+
+
+def test_patch_with_if_match_and_stale_etag(client: TestClient) -> None:
+    user = make_user(client)
+    rejection = make_rejection(user)
+    url = f"/v1/rejections/{rejection['id']}"
+    updated = client.patch(
+        url,
+        json={"notes": "Ask about the team", "stage": "final"},
+        headers={**user.headers, "If-Match": '"1"'},
+    )
+    assert updated.status_code == 200
+    assert updated.headers["ETag"] == '"2"'
+    assert updated.json()["stage"] == "final"
+    stale = client.patch(
+        url, json={"notes": "lost update"}, headers={**user.headers, "If-Match": '"1"'}
+    )
+    assert stale.status_code == 412
+    assert client.get(url, headers=user.headers).json()["notes"] == "Ask about the team"
+    cleared = client.patch(url, json={"company": None}, headers=user.headers)
+    assert cleared.status_code == 422
+    unconditional = client.patch(url, json={"location": "Remote"}, headers=user.headers)
+    assert unconditional.status_code == 200 and unconditional.json()["location"] == "Remote"
+
+
+def test_delete_is_soft_and_hides_the_rejection(client: TestClient, db: Session) -> None:
+    user = make_user(client)
+    rejection = make_rejection(user)
+    url = f"/v1/rejections/{rejection['id']}"
+    assert client.delete(url, headers=user.headers).status_code == 204
+    assert client.get(url, headers=user.headers).status_code == 404
+    assert client.get("/v1/rejections", headers=user.headers).json()["items"] == []
+    tombstone = db.get(Rejection, rejection["id"])
+    assert tombstone is not None and tombstone.deleted_at is not None
+
+
+def test_list_filters(client: TestClient) -> None:
+    user = make_user(client)
+    make_rejection(
+        user,
+        company="Acme Corp",
+        stage="phone",
+        tags=["remote"],
+        rejected_on="2026-09-01",
+        applied_on=None,
+    )
+    make_rejection(
+        user,
+        company="Globex",
+        stage="final",
+        reason_code="skills_gap",
+        notes="Needed more Kubernetes",
+        rejected_on="2026-10-15",
+    )
+    make_rejection(
+        user, company="Initech", stage="final", tags=["remote", "fintech"], rejected_on="2026-11-01"
+    )
+
+    def companies(query: str) -> list[str]:
+        response = client.get(f"/v1/rejections?{query}", headers=user.headers)
+        assert response.status_code == 200, response.text
+        return [item["company"] for item in response.json()["items"]]
+
+    assert companies("") == ["Initech", "Globex", "Acme Corp"]
+    assert companies("stage=final") == ["Initech", "Globex"]
+    assert companies("reason_code=skills_gap") == ["Globex"]
+    assert companies("company=acme%20corp") == ["Acme Corp"]
+    assert companies("tag=remote") == ["Initech", "Acme Corp"]
+    assert companies("rejected_from=2026-10-01&rejected_to=2026-10-31") == ["Globex"]
+    assert companies("q=kubernetes") == ["Globex"]
+    assert companies("q=100%25") == []
+    assert client.get("/v1/rejections?stage=bogus", headers=user.headers).status_code == 422
+
+
+def test_pagination_is_stable_while_rows_are_added(client: TestClient) -> None:
+    user = make_user(client)
+    created = [make_rejection(user, company=f"Company {n}")["id"] for n in range(5)]
+    first = client.get("/v1/rejections?limit=2", headers=user.headers).json()
+    assert [item["id"] for item in first["items"]] == created[::-1][:2]
+    make_rejection(user, company="Newcomer")  # lands before the first page, not in the next
+    seen = [item["id"] for item in first["items"]]
+    cursor = first["next_cursor"]
+    while cursor:
+        page = client.get(f"/v1/rejections?limit=2&cursor={cursor}", headers=user.headers).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+    assert seen == created[::-1]
+    assert client.get("/v1/rejections?limit=0", headers=user.headers).status_code == 422
+    assert client.get("/v1/rejections?limit=101", headers=user.headers).status_code == 422
+    assert client.get("/v1/rejections?cursor=%%%", headers=user.headers).status_code == 422
