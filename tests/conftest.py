@@ -20,6 +20,8 @@ from api.db import make_engine, open_session
 from api.main import create_app
 from api.migrations import upgrade
 
+pytest_plugins = ["tests.plugins.smtp", "tests.plugins.browser"]
+
 
 def _create_postgres_database(url: str) -> str:
     """A fresh database on the server `url` names; CI fails here if the server is down."""

@@ -3,14 +3,26 @@
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from api.models import action_plan, feedback, org, webhook
 from api.models.base import Tracked, track_changes
 from api.models.job import DomainEvent, IdempotencyRecord, Job
+from api.models.org import AccessLogEntry, ApiKey, Grant, Organisation, OrgInvite, OrgMember
 from api.models.rejection import Reflection, ReflectionStep, Rejection
 from api.models.user import Profile, RefreshToken, User
 
 event.listen(Session, "before_flush", track_changes)
 
 __all__ = [
+    "AccessLogEntry",
+    "ApiKey",
+    "Grant",
+    "OrgInvite",
+    "OrgMember",
+    "Organisation",
+    "action_plan",
+    "feedback",
+    "org",
+    "webhook",
     "DomainEvent",
     "IdempotencyRecord",
     "Job",

@@ -1,0 +1,3 @@
+"""Table models of this feature (filled in by the feature)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixtures for real headless Chromium."""
+
+from __future__ import annotations

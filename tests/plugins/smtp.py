@@ -1,0 +1,3 @@
+"""Fixtures for a real SMTP server on loopback (aiosmtpd)."""
+
+from __future__ import annotations
