@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Index, UniqueConstraint
-from sqlmodel import Field
+from sqlmodel import Field, SQLModel
 
 from api.db import JSONType
 from api.models.base import Timestamped, Tracked, id_field, owner_field, timestamp_field
@@ -90,6 +90,10 @@ class Reflection(Tracked, table=True):
         foreign_key="rejections.id", ondelete="CASCADE", max_length=36, unique=True
     )
     completed_at: datetime | None = timestamp_field(nullable=True)
+    # Denormalised from the steps for insights' mood series: step 1's `intensity` and
+    # step 7's `confidence`, null while that step is not done or has no value.
+    emotion_intensity: int | None = None
+    confidence: int | None = None
 
 
 class ReflectionStep(Timestamped, table=True):
@@ -105,3 +109,25 @@ class ReflectionStep(Timestamped, table=True):
     order: int
     status: str = Field(default="not_started", max_length=20)
     content: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+
+
+class ReflectionSkill(SQLModel, table=True):
+    """A normalised skill named in step 2, one row per (reflection, kind, skill), for insights.
+
+    Rewritten whenever step 2 is written; `kind` is "strength" or "weakness".
+    """
+
+    __tablename__ = "reflection_skills"
+    __table_args__ = (
+        UniqueConstraint("reflection_id", "kind", "skill"),
+        Index("ix_reflection_skills_user_id_kind_skill", "user_id", "kind", "skill"),
+    )
+
+    id: str = id_field()
+    user_id: str = owner_field(index=False)
+    reflection_id: str = Field(foreign_key="reflections.id", ondelete="CASCADE", max_length=36)
+    rejection_id: str = Field(
+        foreign_key="rejections.id", ondelete="CASCADE", max_length=36, index=True
+    )
+    kind: str = Field(max_length=10)
+    skill: str = Field(max_length=100)
