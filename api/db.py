@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 import uuid
@@ -14,7 +13,6 @@ from fastapi import Depends, Request
 from sqlalchemy import JSON, DateTime, TypeDecorator, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.pool import NullPool
 from sqlmodel import Session, SQLModel, create_engine
 
 from api.config import Settings
@@ -75,17 +73,20 @@ def make_engine(settings: Settings) -> Engine:
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        file_pool = {"pool_size": 20, "max_overflow": 30, "pool_timeout": 5}
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            poolclass=NullPool if os.environ.get("REBOUND_SQLITE_NULLPOOL") else None,
+            **(file_pool if path and path != ":memory:" else {}),
         )
         _configure_sqlite(engine)
         return engine
+    # More connections than the thread pool has threads (40), so a request never waits
+    # for a connection that a thread holds.
     return create_engine(
         url,
-        pool_size=10,
-        max_overflow=10,
+        pool_size=20,
+        max_overflow=30,
         pool_timeout=5,
         pool_pre_ping=True,
         connect_args={"connect_timeout": 5},

@@ -85,10 +85,31 @@ def create_access_token(
     return token, int(ttl.total_seconds())
 
 
+# Verified tokens, so a client's next requests skip the signature check; keyed by the
+# token and the keys in force, so a key rotation is honoured at once.
+_verified: dict[tuple[str, str, tuple[str, ...]], AccessClaims] = {}
+_VERIFIED_MAX = 10_000
+
+
 def decode_access_token(settings: Settings, token: str) -> AccessClaims | None:
     """The claims of a valid access token, or None for anything else."""
     if len(token) > MAX_TOKEN_LENGTH:
         return None
+    cache_key = (token, settings.secret_key, tuple(settings.previous_secret_keys))
+    claims = _verified.get(cache_key)
+    if claims is not None:
+        if claims.expires_at > utcnow():
+            return claims
+        del _verified[cache_key]
+    claims = _verify_access_token(settings, token)
+    if claims is not None:
+        if len(_verified) >= _VERIFIED_MAX:
+            _verified.clear()
+        _verified[cache_key] = claims
+    return claims
+
+
+def _verify_access_token(settings: Settings, token: str) -> AccessClaims | None:
     try:
         header = jwt.get_unverified_header(token)
     except JWTError:

@@ -19,7 +19,7 @@ API_KEY_PREFIX = "rbk_"
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-def get_settings_from_app(request: Request) -> Settings:
+async def get_settings_from_app(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -27,7 +27,7 @@ def get_settings_from_app(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_from_app)]
 
 
-def get_current_user(
+async def get_current_user(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -39,6 +39,7 @@ def get_current_user(
         raise Unauthorized(
             "API keys act for an organisation; this endpoint needs a user's access token."
         )
+    # Runs on the event loop: a primary-key read and an advisory-lock try never wait.
     claims = decode_access_token(settings, token)
     if claims is None:
         raise Unauthorized(

@@ -3,10 +3,16 @@
 The session is opened before the endpoint runs and is committed after it returned its
 response, before that response is sent; any exception rolls it back. A POST carrying an
 `Idempotency-Key` has its response stored in the same transaction (see idempotency.py).
+
+Where the work runs: a write may wait for a lock (SQLite's write lock, a PostgreSQL row
+lock), so writes run on the thread pool. Reads never wait for locks, so a read-only route's
+sync endpoint runs inline on the event loop: no thread hop on the hot path.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -23,11 +29,22 @@ from api.http.idempotency import begin_idempotent_request, store_idempotent_resp
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def _run_inline(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(endpoint)
+    async def inline(*args: Any, **kwargs: Any) -> Any:
+        return endpoint(*args, **kwargs)
+
+    return inline
+
+
 class TransactionalRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         # The endpoint's one-line docstring is its OpenAPI summary.
         if kwargs.get("summary") is None and endpoint.__doc__:
             kwargs["summary"] = endpoint.__doc__.strip().splitlines()[0]
+        methods = set(kwargs.get("methods") or ["GET"])
+        if methods <= SAFE_METHODS and not inspect.iscoroutinefunction(endpoint):
+            endpoint = _run_inline(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
@@ -38,7 +55,11 @@ class TransactionalRoute(APIRoute):
             write = request.method not in SAFE_METHODS
             await begin_idempotent_request(request)
             try:
-                session = await run_in_threadpool(open_session, engine, write=write)
+                session = (
+                    await run_in_threadpool(open_session, engine, write=True)
+                    if write
+                    else open_session(engine, write=False)  # connects lazily, never waits
+                )
             except (OperationalError, PoolTimeoutError) as exc:
                 raise ServiceUnavailable(
                     "The database is not reachable right now; try again shortly.",
@@ -63,6 +84,9 @@ class TransactionalRoute(APIRoute):
                     ) from exc
                 raise
             finally:
-                await run_in_threadpool(session.close)
+                if write:
+                    await run_in_threadpool(session.close)
+                else:
+                    session.close()
 
         return run_in_transaction

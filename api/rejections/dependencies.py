@@ -13,8 +13,10 @@ from api.rejections.service import get_rejection
 RejectionId = Annotated[str, Path(max_length=36)]
 
 
-def owned_rejection(rejection_id: RejectionId, user: CurrentUser, session: SessionDep) -> Rejection:
-    """The current user's live rejection, or 404."""
+async def owned_rejection(
+    rejection_id: RejectionId, user: CurrentUser, session: SessionDep
+) -> Rejection:
+    """The current user's live rejection, or 404 (a plain read: it runs on the event loop)."""
     return get_rejection(session=session, owner=user, rejection_id=rejection_id)
 
 
