@@ -58,3 +58,50 @@ def make_rejection(user: UserHandle, **fields: Any) -> dict[str, Any]:
     )
     assert response.status_code == 201, response.text
     return dict(response.json())
+
+
+def make_org(owner: UserHandle, name: str = "Northfield Careers Service") -> dict[str, Any]:
+    """An organisation created by `owner` (its first owner)."""
+    response = owner.client.post("/v1/orgs", json={"name": name}, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def make_api_key(
+    owner: UserHandle, org_id: str, *, scopes: list[str] | None = None, name: str = "CRM sync"
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A new API key of the organisation, and the headers that authenticate with it."""
+    body: dict[str, Any] = {"name": name}
+    if scopes is not None:
+        body["scopes"] = scopes
+    response = owner.client.post(f"/v1/orgs/{org_id}/api-keys", json=body, headers=owner.headers)
+    assert response.status_code == 201, response.text
+    created = dict(response.json())
+    return created, {"Authorization": f"Bearer {created['key']}"}
+
+
+def make_grant(
+    user: UserHandle, org_id: str, scopes: list[str], **fields: Any
+) -> dict[str, Any]:
+    """`user` lets the organisation read what `scopes` name."""
+    response = user.client.post(
+        "/v1/me/grants", json={"org_id": org_id, "scopes": scopes, **fields}, headers=user.headers
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def make_advisor(client: TestClient, owner: UserHandle, org_id: str) -> UserHandle:
+    """A new user invited to the organisation as an advisor, who accepted."""
+    advisor = make_user(client)
+    invite = client.post(
+        f"/v1/orgs/{org_id}/invites",
+        json={"email": advisor.email, "role": "advisor"},
+        headers=owner.headers,
+    )
+    assert invite.status_code == 201, invite.text
+    accepted = client.post(
+        f"/v1/invites/{invite.json()['token']}/accept", headers=advisor.headers
+    )
+    assert accepted.status_code == 201, accepted.text
+    return advisor

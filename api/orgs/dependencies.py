@@ -17,7 +17,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from api.auth.dependencies import API_KEY_PREFIX, SettingsDep, get_current_user, oauth2_scheme
+from api.auth.dependencies import (
+    API_KEY_PREFIX,
+    CurrentUser,
+    SettingsDep,
+    get_current_user,
+    oauth2_scheme,
+)
 from api.db import SessionDep, open_session, utcnow
 from api.errors import Forbidden, NotFound, Unauthorized
 from api.http.idempotency import check_idempotency
@@ -108,50 +114,58 @@ def _actor_of_api_key(request: Request, session: Session, *, org_id: str, secret
     )
 
 
+async def _user_unless_api_key(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    token: Annotated[str | None, Depends(oauth2_scheme)],
+) -> User | None:
+    """The logged-in user, or None when an API key is presented (checked elsewhere)."""
+    if token and token.startswith(API_KEY_PREFIX):
+        return None
+    return await get_current_user(request, session, settings, token)
+
+
+def _member_actor(session: Session, *, org_id: str, user: User) -> OrgActor:
+    org, role = _org_of_member(session, org_id=org_id, user=user)
+    return OrgActor(
+        org=org,
+        principal=f"user:{user.id}",
+        user=user,
+        api_key=None,
+        scopes=frozenset(SCOPES),
+        role=role,
+    )
+
+
 def require_org_member(
     org_id: OrgId,
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
+    user: Annotated[User | None, Depends(_user_unless_api_key)],
     token: Annotated[str | None, Depends(oauth2_scheme)],
     _api_key: Annotated[HTTPAuthorizationCredentials | None, Depends(api_key_scheme)],
 ) -> OrgActor:
     """A member of the organisation logged in, or one of its API keys; otherwise 401/404."""
-    if token and token.startswith(API_KEY_PREFIX):
+    if user is None:
+        assert token is not None  # None only for an API key
         return _actor_of_api_key(request, session, org_id=org_id, secret=token)
-    user = get_current_user(request, session, settings, token)
-    org, role = _org_of_member(session, org_id=org_id, user=user)
-    return OrgActor(
-        org=org,
-        principal=f"user:{user.id}",
-        user=user,
-        api_key=None,
-        scopes=frozenset(SCOPES),
-        role=role,
-    )
+    return _member_actor(session, org_id=org_id, user=user)
 
 
-def require_org_owner(
-    org_id: OrgId,
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    token: Annotated[str | None, Depends(oauth2_scheme)],
-) -> OrgActor:
+def require_org_member_login(org_id: OrgId, session: SessionDep, user: CurrentUser) -> OrgActor:
+    """A member of the organisation (owner or advisor) logged in; API keys are 401."""
+    return _member_actor(session, org_id=org_id, user=user)
+
+
+def require_org_owner(org_id: OrgId, session: SessionDep, user: CurrentUser) -> OrgActor:
     """An owner of the organisation, logged in: API keys are 401, advisors 403."""
-    user = get_current_user(request, session, settings, token)
-    org, role = _org_of_member(session, org_id=org_id, user=user)
-    if role != "owner":
+    actor = _member_actor(session, org_id=org_id, user=user)
+    if actor.role != "owner":
         raise Forbidden("Only an owner of the organisation may do this.")
-    return OrgActor(
-        org=org,
-        principal=f"user:{user.id}",
-        user=user,
-        api_key=None,
-        scopes=frozenset(SCOPES),
-        role=role,
-    )
+    return actor
 
 
 OrgOwner = Annotated[OrgActor, Depends(require_org_owner)]
 OrgMemberActor = Annotated[OrgActor, Depends(require_org_member)]
+OrgMemberLogin = Annotated[OrgActor, Depends(require_org_member_login)]

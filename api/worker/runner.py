@@ -31,6 +31,7 @@ TASK_MODULES = (
     "api.webhooks.tasks",
     "api.feedback.tasks",
     "api.action_plans.tasks",
+    "api.orgs.tasks",
 )
 
 

@@ -1,0 +1,188 @@
+"""What an organisation reads of its clients: exactly what each client's grant allows.
+
+Members (logged in) and API keys alike. The scopes that count are the API key's scopes
+within the client's grant (a member's login carries every scope, so the grant's). A
+client without a grant in force, and anything its grant does not cover, is 404: an
+organisation cannot tell what it may not see from what does not exist. Each successful
+read is written to the client's access log.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import Annotated, ParamSpec, TypeVar
+
+from fastapi import APIRouter, Depends, Path, Request
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from api.db import SessionDep
+from api.errors import NotFound
+from api.http.pagination import Cursor, Limit, Page
+from api.http.responses import problems
+from api.http.transaction import TransactionalRoute
+from api.models import Grant, User
+from api.models.rejection import ReasonCode, Stage
+from api.orgs import service
+from api.orgs.dependencies import OrgActor, OrgMemberActor, write_beside_read
+from api.orgs.schemas import ClientRead
+from api.rejections import service as rejections
+from api.rejections.router import rejection_read
+from api.rejections.schemas import RejectionRead
+
+router = APIRouter(
+    prefix="/v1/orgs/{org_id}/clients", tags=["clients"], route_class=TransactionalRoute
+)
+
+ClientUserId = Annotated[str, Path(max_length=36)]
+ItemId = Annotated[str, Path(max_length=36)]
+P = ParamSpec("P")
+R = TypeVar("R")
+NOT_SHARED = "There is nothing here that this client shares with your organisation."
+
+
+@dataclass(frozen=True)
+class ClientAccess:
+    """A client of the organisation and what the caller may read of it."""
+
+    actor: OrgActor
+    grant: Grant
+    client: User
+    scopes: frozenset[str]
+    request: Request
+    session: Session
+
+    def need(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise NotFound(NOT_SHARED)
+
+    def log_read(self, scope: str) -> None:
+        """Write the read to the client's access log; it stays even though a GET
+        commits nothing."""
+        request = self.request
+        record = service.AccessRecord(
+            grant_id=self.grant.id,
+            user_id=self.client.id,
+            org_id=self.actor.org.id,
+            actor=self.actor.principal,
+            method=request.method,
+            path=request.url.path,
+            scope=scope,
+        )
+        write_beside_read(
+            request, self.session, lambda target: service.write_access_log(target, record)
+        )
+
+
+def client_access(
+    user_id: ClientUserId, actor: OrgMemberActor, request: Request, session: SessionDep
+) -> ClientAccess:
+    """The client with a grant in force to the caller's organisation, or 404."""
+    grant = service.active_grant(session=session, org_id=actor.org.id, user_id=user_id)
+    client = session.get(User, user_id) if grant is not None else None
+    if grant is None or client is None:
+        raise NotFound(NOT_SHARED)
+    return ClientAccess(
+        actor=actor,
+        grant=grant,
+        client=client,
+        scopes=actor.scopes & frozenset(grant.scopes),
+        request=request,
+        session=session,
+    )
+
+
+Client = Annotated[ClientAccess, Depends(client_access)]
+
+
+def client_read(grant: Grant, user: User, actor: OrgActor) -> ClientRead:
+    granted = [scope for scope in grant.scopes if scope in actor.scopes]
+    return ClientRead.model_validate(
+        {
+            "id": user.id,
+            "display_name": user.display_name,
+            "email": user.email,
+            "grant_id": grant.id,
+            "scopes": grant.scopes,
+            "readable_scopes": granted,
+            "granted_at": grant.created_at,
+            "expires_at": grant.expires_at,
+        }
+    )
+
+
+@router.get("", responses=problems(401, 404, 422))
+def list_clients(
+    actor: OrgMemberActor, session: SessionDep, limit: Limit = 20, cursor: Cursor = None
+) -> Page[ClientRead]:
+    """The users whose grant to the organisation is in force, newest grant first."""
+    rows, next_cursor = service.list_clients(
+        session=session, org=actor.org, limit=limit, cursor=cursor
+    )
+    return Page(
+        items=[client_read(grant, user, actor) for grant, user in rows], next_cursor=next_cursor
+    )
+
+
+def scoped_read(scope: str) -> Callable[[Callable[P, R]], Callable[P, Awaitable[R]]]:
+    """Make a client endpoint: refuse without `scope` (404), run the read, then log it.
+
+    The endpoint must take `access: Client`.
+    It runs on the thread pool (not inline like other reads) because the access log is a
+    write, which may wait for SQLite's write lock.
+    """
+
+    def decorate(read: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+        @functools.wraps(read)
+        async def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
+            access = kwargs["access"]
+            assert isinstance(access, ClientAccess)
+            access.need(scope)
+            result = await run_in_threadpool(read, *args, **kwargs)
+            await run_in_threadpool(access.log_read, scope)
+            return result
+
+        return endpoint
+
+    return decorate
+
+
+@router.get("/{user_id}/rejections", responses=problems(401, 404, 422))
+@scoped_read("rejections:read")
+def list_client_rejections(
+    access: Client,
+    session: SessionDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    stage: Stage | None = None,
+    reason_code: ReasonCode | None = None,
+    rejected_from: date | None = None,
+    rejected_to: date | None = None,
+) -> Page[RejectionRead]:
+    """A client's rejections, newest first (scope `rejections:read`)."""
+    rows, next_cursor = rejections.list_rejections(
+        session=session,
+        owner=access.client,
+        limit=limit,
+        cursor=cursor,
+        stage=stage,
+        reason_code=reason_code,
+        rejected_from=rejected_from,
+        rejected_to=rejected_to,
+    )
+    return Page(items=[rejection_read(row) for row in rows], next_cursor=next_cursor)
+
+
+@router.get("/{user_id}/rejections/{rejection_id}", responses=problems(401, 404))
+@scoped_read("rejections:read")
+def read_client_rejection(
+    rejection_id: ItemId, access: Client, session: SessionDep
+) -> RejectionRead:
+    """One of a client's rejections (scope `rejections:read`)."""
+    rejection = rejections.get_rejection(
+        session=session, owner=access.client, rejection_id=rejection_id
+    )
+    return rejection_read(rejection)
