@@ -26,6 +26,7 @@ class UserRead(BaseModel):
     timezone: str
     locale: str
     reminders_enabled: bool
+    reminder_hour: int
     created_at: datetime
     updated_at: datetime
 
@@ -42,6 +43,9 @@ class UserUpdate(BaseModel):
         default=None, min_length=2, max_length=35, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$"
     )
     reminders_enabled: bool | None = None
+    reminder_hour: int | None = Field(
+        default=None, ge=0, le=23, description="Local hour (0-23) from which the digest goes."
+    )
     password: str | None = Field(default=None, min_length=8, max_length=128)
     current_password: str | None = Field(default=None, max_length=128)
 
