@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -19,12 +20,20 @@ from api.db import make_engine
 from api.errors import install_error_handlers, problem_response
 from api.feedback.router import router as feedback_router
 from api.http.idempotency import IdempotentReplay
-from api.http.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from api.http.rate_limit import RateLimiter
+from api.http.metrics import CONTENT_TYPE_LATEST, render_metrics
+from api.http.middleware import (
+    AccessLogMiddleware,
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
+from api.http.rate_limit import RateLimiter, RateLimitMiddleware
 from api.insights.router import router as insights_router
+from api.migrations import current_revisions, head_revisions
 from api.orgs.router import router as orgs_router
 from api.reflections.router import router as reflections_router
 from api.rejections.router import router as rejections_router
+from api.security import constant_time_equals
 from api.sync.router import router as sync_router
 from api.webhooks.router import router as webhooks_router
 from api.worker.registry import WorkerContext
@@ -113,16 +122,69 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    expected_revisions = head_revisions()
+
     @app.get("/readyz", tags=["health"], responses={503: {"description": "Not ready"}})
     def readyz() -> Response:
-        """Readiness: the database answers."""
+        """Readiness: the database answers and its schema is at the migrations' head."""
         try:
             with engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
+                current = current_revisions(connection)
         except Exception:
             return problem_response(503, "The database is not reachable.")
+        if current != expected_revisions:
+            return problem_response(
+                503,
+                f"The database schema is at {sorted(current) or 'no revision'}, "
+                f"not {sorted(expected_revisions)}: run `rebound migrate`.",
+            )
         return JSONResponse({"status": "ok"})
 
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        """Prometheus metrics; with REBOUND_METRICS_TOKEN set, only for that Bearer token."""
+        if settings.metrics_token:
+            given = request.headers.get("authorization", "")
+            if not constant_time_equals(given, f"Bearer {settings.metrics_token}"):
+                return problem_response(
+                    401,
+                    "Metrics need the Bearer token set in REBOUND_METRICS_TOKEN.",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        return Response(render_metrics(engine), media_type=CONTENT_TYPE_LATEST)
+
+    # Outermost last: a request passes the request id, the request log, the security
+    # headers, CORS, the rate limit and the body size limit, in this order. Everything
+    # inside the request id (429, 413, CORS refusals, 500) carries the id and is logged.
     app.add_middleware(BodySizeLimitMiddleware)
+    app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, settings=settings)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "Idempotency-Key",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Retry-After",
+                "Idempotency-Replayed",
+                "X-Request-ID",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

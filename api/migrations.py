@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
 
 from alembic import command
 
@@ -24,3 +27,14 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
 
 def downgrade(database_url: str, revision: str) -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revisions() -> frozenset[str]:
+    """The revisions a fully migrated database is at (read from the migration files)."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return frozenset(script.get_heads())
+
+
+def current_revisions(connection: Connection) -> frozenset[str]:
+    """The revisions the database says it is at (none when it was never migrated)."""
+    return frozenset(MigrationContext.configure(connection).get_current_heads())

@@ -6,7 +6,7 @@ from api.accounts import service
 from api.accounts.schemas import ProfileRead, ProfileWrite, UserRead, UserUpdate
 from api.auth.dependencies import CurrentUser
 from api.db import SessionDep
-from api.http.etag import check_if_match, set_etag
+from api.http.etag import check_if_match, lock_for_write, set_etag
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 
@@ -25,6 +25,7 @@ def update_me(
     data: UserUpdate, user: CurrentUser, session: SessionDep, request: Request, response: Response
 ) -> UserRead:
     """Change the user's details; changing the password ends every other session."""
+    lock_for_write(session, user)
     check_if_match(request, user)
     user = service.update_user(session=session, user=user, data=data)
     set_etag(response, user)
@@ -34,6 +35,7 @@ def update_me(
 @router.delete("", status_code=status.HTTP_204_NO_CONTENT, responses=problems(401, 412))
 def delete_me(user: CurrentUser, session: SessionDep, request: Request) -> Response:
     """Erase the account and everything it owns."""
+    lock_for_write(session, user)
     check_if_match(request, user)
     service.delete_user(session=session, user=user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import Request, Response
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from api.errors import PreconditionFailed
 
@@ -23,6 +23,15 @@ def etag_of(obj: Versioned) -> str:
 
 def set_etag(response: Response, obj: Versioned) -> None:
     response.headers["ETag"] = etag_of(obj)
+
+
+def lock_for_write(session: Session, obj: Any) -> None:
+    """Re-read `obj` locked for this transaction (`FOR UPDATE`), before `check_if_match`.
+
+    For an object loaded without the lock (the current user, say): two writes that both
+    checked the same version would otherwise both win, and one update would be lost.
+    """
+    session.refresh(obj, with_for_update=True)
 
 
 def check_if_match(request: Request, obj: Versioned) -> None:
