@@ -80,7 +80,7 @@ def check_idempotency(
         # Held until the transaction ends: a concurrent request with this key is a 409.
         locked = session.execute(
             text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": f"{principal}\x00{intent.key}"},
+            {"k": f"{principal} {intent.key}"},
         ).scalar_one()
         if not locked:
             raise Conflict(
