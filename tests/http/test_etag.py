@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from api.models import Rejection
 from tests.factories import UserHandle, make_rejection, make_user
-from tests.http.conftest import HeldLock, send_together
+from tests.http.live import HeldLock, send_together
 
 
 def test_single_objects_carry_their_version_as_etag(client: TestClient) -> None:
