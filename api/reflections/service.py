@@ -19,6 +19,7 @@ from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.models import Profile, Reflection, ReflectionStep, Rejection, User
+from api.models.action_plan import ActionItem
 from api.models.rejection import ReflectionSkill
 from api.reflections.guide import GUIDE, step_prompt, suggest_next_step
 from api.reflections.schemas import (
@@ -174,8 +175,24 @@ def _check_alignment(*, session: Session, owner: User, content: GoalsValuesConte
         item.value = known[key]
 
 
-def _check_links(*, content: ContentModel) -> None:
-    """Links to feedback requests and action items (accepted empty until those exist)."""
+def _first_unknown(
+    *, session: Session, model: type[ActionItem], ids: list[str], owner: User
+) -> int | None:
+    """The position of the first id that is not one of the owner's live rows, if any."""
+    found = set(
+        session.exec(
+            select(model.id).where(
+                col(model.id).in_(ids),
+                model.user_id == owner.id,
+                col(model.deleted_at).is_(None),
+            )
+        ).all()
+    )
+    return next((position for position, id_ in enumerate(ids) if id_ not in found), None)
+
+
+def _check_links(*, session: Session, owner: User, content: ContentModel) -> None:
+    """Step 3 links this rejection's feedback requests, step 6 the owner's action items."""
     if isinstance(content, FeedbackContent) and content.feedback_request_ids:
         raise Unprocessable(
             f"Feedback request {content.feedback_request_ids[0]} cannot be linked: linking "
@@ -183,11 +200,14 @@ def _check_links(*, content: ContentModel) -> None:
             loc=["body", "content", "feedback_request_ids", 0],
         )
     if isinstance(content, ActionContent) and content.action_item_ids:
-        raise Unprocessable(
-            f"Action item {content.action_item_ids[0]} cannot be linked: linking action "
-            "items is not available yet.",
-            loc=["body", "content", "action_item_ids", 0],
-        )
+        ids = content.action_item_ids
+        unknown = _first_unknown(session=session, model=ActionItem, ids=ids, owner=owner)
+        if unknown is not None:
+            raise Unprocessable(
+                f"There is no action item {ids[unknown]} among yours.",
+                loc=["body", "content", "action_item_ids", unknown],
+                error_type="unknown_id",
+            )
 
 
 def _rewrite_skills(
@@ -248,7 +268,7 @@ def write_step(
             )
     if isinstance(content, GoalsValuesContent):
         _check_alignment(session=session, owner=owner, content=content)
-    _check_links(content=content)
+    _check_links(session=session, owner=owner, content=content)
 
     now = utcnow()
     steps = _steps_of(session, [reflection.id])[reflection.id]

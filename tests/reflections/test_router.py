@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -446,6 +447,37 @@ def test_unknown_links_are_422_naming_the_id(client: TestClient) -> None:
     assert ["body", "content", "action_item_ids", 0] in locs(action)
 
 
+def _action_item(user: UserHandle) -> str:
+    plan = user.client.post("/v1/action-plans", json={"title": "Interviews"}, headers=user.headers)
+    assert plan.status_code == 201, plan.text
+    item = user.client.post(
+        f"/v1/action-plans/{plan.json()['id']}/items",
+        json={"title": "Mock interview", "kind": "practice"},
+        headers=user.headers,
+    )
+    assert item.status_code == 201, item.text
+    return str(item.json()["id"])
+
+
+def test_action_step_links_the_users_own_live_action_items(client: TestClient) -> None:
+    alice, bob = make_user(client), make_user(client)
+    rejection = make_rejection(alice)
+    mine, theirs, gone = _action_item(alice), _action_item(bob), _action_item(alice)
+    assert client.delete(f"/v1/action-items/{gone}", headers=alice.headers).status_code == 204
+
+    linked = put_step(alice, rejection, "action", "done", {"action_item_ids": [mine, mine]})
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["steps"][5]["content"]["action_item_ids"] == [mine]
+
+    for other in (theirs, gone):
+        refused = put_step(alice, rejection, "action", "done", {"action_item_ids": [mine, other]})
+        assert refused.status_code == 422
+        assert other in refused.json()["detail"]
+        assert locs(refused) == [["body", "content", "action_item_ids", 1]]
+    body = client.get(reflection_url(rejection), headers=alice.headers).json()
+    assert body["steps"][5]["content"]["action_item_ids"] == [mine]
+
+
 # --- the suggested next step ----------------------------------------------------------
 
 
@@ -512,6 +544,29 @@ def test_next_step_is_not_held_back_when_calm_or_after_a_day(
     put_step(user, fresh, "emotions", "skipped", {"intensity": 5})
     body = put_step(user, fresh, "strengths_weaknesses", "skipped").json()
     assert body["next_step"]["key"] == "feedback"
+
+
+def test_concurrent_step_writes_are_serialised(client: TestClient, db: Session) -> None:
+    """Two last steps written at once: the later write sees the earlier one and completes."""
+    user = make_user(client)
+    rejections = [make_rejection(user) for _ in range(4)]
+    for rejection in rejections:
+        for key in KEYS[:5]:
+            assert put_step(user, rejection, key, "skipped").status_code == 200
+
+    def write(args: tuple[dict[str, Any], str]) -> int:
+        rejection, key = args
+        return int(put_step(user, rejection, key, "done", DONE_CONTENT[key]).status_code)
+
+    jobs = [(rejection, key) for rejection in rejections for key in ("action", "attitude")]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(write, jobs)) == [200] * len(jobs)
+    for rejection in rejections:
+        body = client.get(reflection_url(rejection), headers=user.headers)
+        assert body.json()["progress"] == 100
+        assert body.json()["completed_at"] is not None
+        assert body.headers["ETag"] == '"8"'
+    assert len(events(db)) == len(rejections)
 
 
 # --- insights data: skills and mood ---------------------------------------------------
