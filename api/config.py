@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     email_backend: Literal["console", "smtp"] = "console"
     smtp_url: str | None = None
     smtp_timeout: float = 10.0
+    # Off only for a server with a self-signed certificate (tests, a local relay).
+    smtp_tls_verify: bool = True
     email_from: str = "Rebound <no-reply@rebound.invalid>"
     email_daily_cap_per_user: int = 20
     email_weekly_cap_per_recipient: int = 5

@@ -1,0 +1,318 @@
+"""Where messages go: the console (logged, the local default) or an SMTP server.
+
+`EmailDeliveryError.permanent` tells the caller what to do with a failure: a permanent
+one (the server refused the recipient or the message with a 5xx reply) is a bounce and
+must not be retried; a temporary one (4xx, timeout, connection, authentication) is
+worth retrying later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import structlog
+
+from api.config import Settings
+
+logger = structlog.get_logger("api.email")
+
+
+class EmailDeliveryError(Exception):
+    """A message that did not reach the server; `permanent` means do not retry."""
+
+    def __init__(self, reason: str, *, permanent: bool, code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+        self.code = code
+
+
+class EmailBackend(Protocol):
+    async def send(self, message: EmailMessage) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
+    senders = getaddresses([str(message["Sender"] or message["From"] or "")])
+    recipients = [
+        addr
+        for _name, addr in getaddresses(
+            [str(value) for field in ("To", "Cc", "Bcc") for value in message.get_all(field, [])]
+        )
+        if addr
+    ]
+    if not senders or not senders[0][1]:
+        raise ValueError("the message has no From address")
+    if not recipients:
+        raise ValueError("the message has no recipient")
+    return senders[0][1], recipients
+
+
+class ConsoleBackend:
+    """Logs each message instead of sending it: the default for local use."""
+
+    async def send(self, message: EmailMessage) -> None:
+        body = message.get_body(preferencelist=("plain",))
+        logger.info(
+            "email.console",
+            to=str(message["To"]),
+            reply_to=str(message["Reply-To"] or ""),
+            subject=str(message["Subject"]),
+            message_id=str(message["Message-ID"]),
+            text=body.get_content() if isinstance(body, EmailMessage) else "",
+        )
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpBackend:
+    """Sends through one SMTP connection, kept open and reused across messages.
+
+    Messages are sent one at a time (an SMTP session carries one transaction at a time);
+    a connection the server dropped is replaced, and a message is resent on a fresh
+    connection only when the failure happened before DATA, so it cannot arrive twice."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        port: int,
+        implicit_tls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+        verify_tls: bool = True,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.port = port
+        self.implicit_tls = implicit_tls
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.verify_tls = verify_tls
+        self.local_hostname = local_hostname
+        self._client: aiosmtplib.SMTP | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock: asyncio.Lock | None = None
+        self.connections_opened = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        verify_tls: bool = True,
+        local_hostname: str | None = None,
+    ) -> SmtpBackend:
+        """`smtp://[user:pass@]host[:port]` (STARTTLS when offered) or `smtps://…` (TLS)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("REBOUND_SMTP_URL must look like smtp://host:port or smtps://host")
+        implicit_tls = parts.scheme == "smtps"
+        return cls(
+            hostname=parts.hostname,
+            port=parts.port or (465 if implicit_tls else 25),
+            implicit_tls=implicit_tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            timeout=timeout,
+            verify_tls=verify_tls,
+            local_hostname=local_hostname,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def _guard(self) -> asyncio.Lock:
+        # A connection and a lock belong to one event loop; a backend used from a new loop
+        # (asyncio.run called again) starts afresh instead of touching the dead one.
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._lock is None:
+            self._drop()
+            self._loop = loop
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _connected(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """The open connection (and True), or a new one (and False)."""
+        if self._client is not None and self._client.is_connected:
+            return self._client, True
+        self._drop()
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            timeout=self.timeout,
+            use_tls=self.implicit_tls,
+            start_tls=False if self.implicit_tls else None,
+            tls_context=self._tls_context(),
+            local_hostname=self.local_hostname,
+        )
+        try:
+            await client.connect()
+            if client.is_ehlo_or_helo_needed:
+                await client.ehlo()
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            client.close()
+            raise EmailDeliveryError(
+                f"SMTP login refused: {exc.code} {exc.message}", permanent=False, code=exc.code
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            client.close()
+            raise EmailDeliveryError(
+                f"cannot reach the SMTP server {self.hostname}:{self.port}: {exc}",
+                permanent=False,
+            ) from exc
+        self._client = client
+        self.connections_opened += 1
+        return client, False
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.close()
+        except RuntimeError:  # its event loop is already closed; the socket goes with it
+            pass
+
+    async def send(self, message: EmailMessage) -> None:
+        """Deliver `message` to the server, or raise `EmailDeliveryError`."""
+        sender, recipients = _envelope(message)
+        async with self._guard():
+            for _attempt in range(2):
+                client, reused = await self._connected()
+                try:
+                    await self._transaction(client, sender, recipients, message)
+                    return
+                except _StaleConnection as exc:
+                    self._drop()
+                    if not reused:
+                        raise EmailDeliveryError(
+                            f"the SMTP server closed the connection: {exc.__cause__}",
+                            permanent=False,
+                        ) from exc
+                    # A reused connection the server had quietly closed: try a fresh one.
+
+    async def _transaction(
+        self,
+        client: aiosmtplib.SMTP,
+        sender: str,
+        recipients: list[str],
+        message: EmailMessage,
+    ) -> None:
+        utf8 = not (sender + "".join(recipients)).isascii()
+        if utf8 and not client.supports_extension("smtputf8"):
+            raise EmailDeliveryError(
+                "the address needs SMTPUTF8, which the server does not offer", permanent=True
+            )
+        options = ["SMTPUTF8"] if utf8 else []
+        policy = message.policy.clone(linesep="\r\n", utf8=utf8)  # type: ignore[call-arg]
+        data = message.as_bytes(policy=policy)
+        encoding = "utf-8" if utf8 else "ascii"
+
+        # Before DATA nothing has been delivered, so a dropped connection is safe to retry.
+        try:
+            await client.mail(sender, options=options, encoding=encoding)
+            refused: list[aiosmtplib.SMTPRecipientRefused] = []
+            for recipient in recipients:
+                try:
+                    await client.rcpt(recipient, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    refused.append(exc)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            raise _StaleConnection from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
+            if exc.code == 421:  # the server is closing this session
+                raise _StaleConnection from exc
+            raise EmailDeliveryError(
+                f"the SMTP server refused the sender: {exc.code} {exc.message}",
+                permanent=False,
+                code=exc.code,
+            ) from exc
+        except (aiosmtplib.SMTPException, TimeoutError) as exc:
+            self._drop()
+            raise EmailDeliveryError(f"SMTP failure: {exc}", permanent=False) from exc
+
+        if len(refused) == len(recipients):
+            await self._reset(client)
+            worst = refused[0]
+            raise EmailDeliveryError(
+                f"the SMTP server refused {worst.recipient}: {worst.code} {worst.message}",
+                permanent=all(r.code >= 500 for r in refused),
+                code=worst.code,
+            )
+        for partial in refused:
+            logger.warning(
+                "email.recipient_refused",
+                recipient=partial.recipient,
+                code=partial.code,
+                reason=partial.message,
+            )
+
+        try:
+            await client.data(data)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
+            raise EmailDeliveryError(
+                f"the SMTP server refused the message: {exc.code} {exc.message}",
+                permanent=exc.code >= 500,
+                code=exc.code,
+            ) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            # The server may or may not have taken the message; do not resend it here.
+            self._drop()
+            raise EmailDeliveryError(
+                f"the SMTP connection failed during DATA: {exc}", permanent=False
+            ) from exc
+
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            self._drop()
+
+    async def close(self) -> None:
+        """Say goodbye to the server (QUIT) and close the connection."""
+        if self._client is None:
+            return
+        if self._loop is asyncio.get_running_loop() and self._client.is_connected:
+            try:
+                await self._client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                pass
+        self._drop()
+
+
+class _StaleConnection(Exception):
+    """The connection went away before the message was handed over."""
+
+
+def email_backend(settings: Settings) -> EmailBackend:
+    """The backend REBOUND_EMAIL_BACKEND names, configured from the settings."""
+    if settings.email_backend == "console":
+        return ConsoleBackend()
+    if not settings.smtp_url:
+        raise ValueError("REBOUND_EMAIL_BACKEND=smtp needs REBOUND_SMTP_URL")
+    return SmtpBackend.from_url(
+        settings.smtp_url,
+        timeout=settings.smtp_timeout,
+        verify_tls=settings.smtp_tls_verify,
+        local_hostname=urlsplit(settings.base_url).hostname or None,
+    )
