@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from api.db import utcnow
+from api.http.metrics import count_job
 from api.models import Job
 from api.worker.registry import PERIODIC, TASKS, RetryLater, WorkerContext
 
@@ -107,12 +108,14 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
             attempts=job.attempts - 1,
             last_error=later.reason,
         )
+        count_job(job.kind, "deferred")
         return
     except Exception as exc:
         error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
         if job.attempts >= job.max_attempts or spec is None:
             log.error("job_dead", job_id=job.id, kind=job.kind, attempts=job.attempts, error=error)
             _finish(ctx, job, status="dead", last_error=error, finished_at=utcnow())
+            count_job(job.kind, "dead")
         else:
             retry_at = utcnow() + spec.backoff(job.attempts)
             log.warning(
@@ -124,8 +127,10 @@ async def run_job(ctx: WorkerContext, job: Job) -> None:
                 retry_at=retry_at.isoformat(),
             )
             _finish(ctx, job, status="pending", run_at=retry_at, last_error=error)
+            count_job(job.kind, "retry")
         return
     _finish(ctx, job, status="done", finished_at=utcnow(), last_error=None)
+    count_job(job.kind, "done")
     log.debug("job_done", job_id=job.id, kind=job.kind)
 
 
