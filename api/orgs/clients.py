@@ -15,20 +15,31 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Request
-from sqlmodel import Session
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import Field
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from api.action_plans import service as action_plans
+from api.action_plans.schemas import ActionItemRead, ActionPlanRead
 from api.db import SessionDep
 from api.errors import NotFound
+from api.feedback import service as feedback
+from api.feedback.schemas import FeedbackRequestRead
 from api.http.pagination import Cursor, Limit, Page
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
+from api.insights import service as insights
+from api.insights.schemas import InsightsRead
 from api.models import Grant, User
+from api.models.action_plan import ActionItem
+from api.models.feedback import FeedbackStatus
 from api.models.rejection import ReasonCode, Stage
 from api.orgs import service
 from api.orgs.dependencies import OrgActor, OrgMemberActor, write_beside_read
 from api.orgs.schemas import ClientRead
+from api.reflections import service as reflections
+from api.reflections.schemas import ReflectionRead
 from api.rejections import service as rejections
 from api.rejections.router import rejection_read
 from api.rejections.schemas import RejectionRead
@@ -186,3 +197,92 @@ def read_client_rejection(
         session=session, owner=access.client, rejection_id=rejection_id
     )
     return rejection_read(rejection)
+
+
+@router.get("/{user_id}/rejections/{rejection_id}/reflection", responses=problems(401, 404))
+@scoped_read("reflections:read")
+def read_client_reflection(
+    rejection_id: ItemId, access: Client, session: SessionDep
+) -> ReflectionRead:
+    """The reflection on one of a client's rejections (scope `reflections:read`); the
+    journal text only with `journal:read` too."""
+    rejection = rejections.get_rejection(
+        session=session, owner=access.client, rejection_id=rejection_id
+    )
+    reflection = reflections.get_reflection(session=session, rejection=rejection)
+    read = reflections.reflection_read(session=session, reflection=reflection)
+    return read if "journal:read" in access.scopes else reflections.strip_journal(read)
+
+
+@router.get("/{user_id}/feedback-requests", responses=problems(401, 404, 422))
+@scoped_read("feedback:read")
+def list_client_feedback_requests(
+    access: Client,
+    session: SessionDep,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    status: FeedbackStatus | None = None,
+    rejection_id: Annotated[str | None, Query(max_length=36)] = None,
+) -> Page[FeedbackRequestRead]:
+    """A client's feedback requests, newest first (scope `feedback:read`)."""
+    rows, next_cursor = feedback.list_feedback_requests(
+        session=session,
+        owner=access.client,
+        limit=limit,
+        cursor=cursor,
+        status=status,
+        rejection_id=rejection_id,
+    )
+    return Page(items=[FeedbackRequestRead.of(row) for row in rows], next_cursor=next_cursor)
+
+
+class ClientActionPlanRead(ActionPlanRead):
+    items: list[ActionItemRead] = Field(description="The plan's items, oldest first.")
+
+
+@router.get("/{user_id}/action-plans", responses=problems(401, 404, 422))
+@scoped_read("actions:read")
+def list_client_action_plans(
+    access: Client, session: SessionDep, limit: Limit = 20, cursor: Cursor = None
+) -> Page[ClientActionPlanRead]:
+    """A client's action plans with their items, newest plan first (scope `actions:read`)."""
+    plans, next_cursor = action_plans.list_plans(
+        session=session, owner=access.client, limit=limit, cursor=cursor
+    )
+    items: dict[str, list[ActionItemRead]] = {plan.id: [] for plan in plans}
+    if plans:
+        for item in session.exec(
+            select(ActionItem)
+            .where(
+                col(ActionItem.user_id) == access.client.id,
+                col(ActionItem.plan_id).in_(list(items)),
+                col(ActionItem.deleted_at).is_(None),
+            )
+            .order_by(col(ActionItem.id))
+        ):
+            items[item.plan_id].append(action_plans.item_read(item))
+    return Page(
+        items=[
+            ClientActionPlanRead.model_validate({**read.model_dump(), "items": items[read.id]})
+            for read in action_plans.plan_reads(session, plans)
+        ],
+        next_cursor=next_cursor,
+    )
+
+
+@router.get("/{user_id}/insights", responses=problems(401, 404, 422))
+@scoped_read("insights:read")
+def read_client_insights(
+    access: Client,
+    session: SessionDep,
+    date_from: Annotated[
+        date | None, Query(alias="from", description="Only rejections on or after this date.")
+    ] = None,
+    date_to: Annotated[
+        date | None, Query(alias="to", description="Only rejections on or before this date.")
+    ] = None,
+) -> InsightsRead:
+    """A client's insights, as `GET /v1/insights` computes them (scope `insights:read`)."""
+    return insights.compute_insights(
+        session=session, user=access.client, date_from=date_from, date_to=date_to
+    )
