@@ -20,6 +20,7 @@ from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.models import Profile, Reflection, ReflectionStep, Rejection, User
 from api.models.action_plan import ActionItem
+from api.models.feedback import FeedbackRequest
 from api.models.rejection import ReflectionSkill
 from api.reflections.guide import GUIDE, step_prompt, suggest_next_step
 from api.reflections.schemas import (
@@ -176,29 +177,44 @@ def _check_alignment(*, session: Session, owner: User, content: GoalsValuesConte
 
 
 def _first_unknown(
-    *, session: Session, model: type[ActionItem], ids: list[str], owner: User
+    *,
+    session: Session,
+    model: type[ActionItem] | type[FeedbackRequest],
+    ids: list[str],
+    owner: User,
+    rejection_id: str | None = None,
 ) -> int | None:
     """The position of the first id that is not one of the owner's live rows, if any."""
-    found = set(
-        session.exec(
-            select(model.id).where(
-                col(model.id).in_(ids),
-                model.user_id == owner.id,
-                col(model.deleted_at).is_(None),
-            )
-        ).all()
+    statement = select(model.id).where(
+        col(model.id).in_(ids),
+        model.user_id == owner.id,
+        col(model.deleted_at).is_(None),
     )
+    if rejection_id is not None:
+        statement = statement.where(col(FeedbackRequest.rejection_id) == rejection_id)
+    found = set(session.exec(statement).all())
     return next((position for position, id_ in enumerate(ids) if id_ not in found), None)
 
 
-def _check_links(*, session: Session, owner: User, content: ContentModel) -> None:
+def _check_links(
+    *, session: Session, owner: User, reflection: Reflection, content: ContentModel
+) -> None:
     """Step 3 links this rejection's feedback requests, step 6 the owner's action items."""
     if isinstance(content, FeedbackContent) and content.feedback_request_ids:
-        raise Unprocessable(
-            f"Feedback request {content.feedback_request_ids[0]} cannot be linked: linking "
-            "feedback requests is not available yet.",
-            loc=["body", "content", "feedback_request_ids", 0],
+        ids = content.feedback_request_ids
+        unknown = _first_unknown(
+            session=session,
+            model=FeedbackRequest,
+            ids=ids,
+            owner=owner,
+            rejection_id=reflection.rejection_id,
         )
+        if unknown is not None:
+            raise Unprocessable(
+                f"There is no feedback request {ids[unknown]} on this rejection.",
+                loc=["body", "content", "feedback_request_ids", unknown],
+                error_type="unknown_id",
+            )
     if isinstance(content, ActionContent) and content.action_item_ids:
         ids = content.action_item_ids
         unknown = _first_unknown(session=session, model=ActionItem, ids=ids, owner=owner)
@@ -268,7 +284,7 @@ def write_step(
             )
     if isinstance(content, GoalsValuesContent):
         _check_alignment(session=session, owner=owner, content=content)
-    _check_links(session=session, owner=owner, content=content)
+    _check_links(session=session, owner=owner, reflection=reflection, content=content)
 
     now = utcnow()
     steps = _steps_of(session, [reflection.id])[reflection.id]

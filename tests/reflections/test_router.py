@@ -433,18 +433,37 @@ def test_links_accept_an_empty_list(client: TestClient) -> None:
     assert action.status_code == 200
 
 
-def test_unknown_links_are_422_naming_the_id(client: TestClient) -> None:
-    user = make_user(client)
-    rejection = make_rejection(user)
+def _feedback_request(user: UserHandle, rejection: dict[str, Any]) -> str:
+    created = user.client.post(
+        f"/v1/rejections/{rejection['id']}/feedback-requests",
+        json={"channel": "phone", "recipient_name": "Dana"},
+        headers=user.headers,
+    )
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_feedback_step_links_this_rejections_requests(client: TestClient) -> None:
+    alice, bob = make_user(client), make_user(client)
+    rejection, other_rejection = make_rejection(alice), make_rejection(alice)
+    mine = _feedback_request(alice, rejection)
+    elsewhere = _feedback_request(alice, other_rejection)
+    theirs = _feedback_request(bob, make_rejection(bob))
     missing = "0190a000-0000-7000-8000-000000000000"
-    feedback = put_step(user, rejection, "feedback", "done", {"feedback_request_ids": [missing]})
-    assert feedback.status_code == 422
-    assert missing in feedback.json()["detail"]
-    assert ["body", "content", "feedback_request_ids", 0] in locs(feedback)
-    action = put_step(user, rejection, "action", "done", {"action_item_ids": [missing]})
-    assert action.status_code == 422
-    assert missing in action.json()["detail"]
-    assert ["body", "content", "action_item_ids", 0] in locs(action)
+
+    linked = put_step(alice, rejection, "feedback", "done", {"feedback_request_ids": [mine]})
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["steps"][2]["content"]["feedback_request_ids"] == [mine]
+
+    for other in (elsewhere, theirs, missing):
+        refused = put_step(
+            alice, rejection, "feedback", "done", {"feedback_request_ids": [mine, other]}
+        )
+        assert refused.status_code == 422
+        assert other in refused.json()["detail"]
+        assert locs(refused) == [["body", "content", "feedback_request_ids", 1]]
+    body = client.get(reflection_url(rejection), headers=alice.headers).json()
+    assert body["steps"][2]["content"]["feedback_request_ids"] == [mine]
 
 
 def _action_item(user: UserHandle) -> str:
@@ -469,7 +488,7 @@ def test_action_step_links_the_users_own_live_action_items(client: TestClient) -
     assert linked.status_code == 200, linked.text
     assert linked.json()["steps"][5]["content"]["action_item_ids"] == [mine]
 
-    for other in (theirs, gone):
+    for other in (theirs, gone, "0190a000-0000-7000-8000-000000000000"):
         refused = put_step(alice, rejection, "action", "done", {"action_item_ids": [mine, other]})
         assert refused.status_code == 422
         assert other in refused.json()["detail"]
@@ -567,6 +586,25 @@ def test_concurrent_step_writes_are_serialised(client: TestClient, db: Session) 
         assert body.json()["completed_at"] is not None
         assert body.headers["ETag"] == '"8"'
     assert len(events(db)) == len(rejections)
+
+
+def test_sync_serves_the_reflection_as_the_api_does(client: TestClient) -> None:
+    user = make_user(client)
+    rejection = make_rejection(user)
+    put_step(user, rejection, "emotions", "done", DONE_CONTENT["emotions"])
+    first = client.get("/v1/sync", headers=user.headers).json()
+    [synced] = [item["object"] for item in first["upserted"] if item["type"] == "reflection"]
+    assert synced == client.get(reflection_url(rejection), headers=user.headers).json()
+
+    put_step(user, rejection, "attitude", "skipped")
+    since = client.get("/v1/sync", params={"since": first["next_cursor"]}, headers=user.headers)
+    [changed] = since.json()["upserted"]
+    assert changed["type"] == "reflection"
+    assert changed["object"]["progress"] == 29
+
+    client.delete(f"/v1/rejections/{rejection['id']}", headers=user.headers)
+    gone = client.get("/v1/sync", params={"since": first["next_cursor"]}, headers=user.headers)
+    assert {"type": "reflection", "id": synced["id"]} in gone.json()["deleted"]
 
 
 # --- insights data: skills and mood ---------------------------------------------------
