@@ -91,7 +91,8 @@ class Reflection(Tracked, table=True):
     )
     completed_at: datetime | None = timestamp_field(nullable=True)
     # Denormalised from the steps for insights' mood series: step 1's `intensity` and
-    # step 7's `confidence`, null while that step is not done or has no value.
+    # step 7's `confidence`, null while that step is skipped, not started or has no value
+    # (kept by api.reflections.service.write_step).
     emotion_intensity: int | None = None
     confidence: int | None = None
 
