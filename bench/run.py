@@ -119,6 +119,7 @@ class Options:
     quick: bool
     skip_scale: bool
     skip_worker: bool
+    skip_api: bool
     scale_users: int
     scale_rows: int
     worker_emails: int
@@ -979,6 +980,9 @@ def parse_args(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--skip-worker", action="store_true", help="leave out the e-mail worker")
     parser.add_argument(
+        "--skip-api", action="store_true", help="leave out the HTTP scenarios (worker only)"
+    )
+    parser.add_argument(
         "--scale-rows", type=int, help="rows of the scale table (default 1,000,000)"
     )
     parser.add_argument("--worker-emails", type=int, help="due e-mails (default 10,000)")
@@ -1012,6 +1016,7 @@ def parse_args(argv: list[str] | None) -> Options:
         quick=quick,
         skip_scale=args.skip_scale,
         skip_worker=args.skip_worker,
+        skip_api=args.skip_api,
         scale_users=max(1, scale_rows // 100),
         scale_rows=scale_rows,
         worker_emails=args.worker_emails or (1_000 if quick else 10_000),
@@ -1036,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         bench.start_baseline()
-        for engine in options.engines:
+        for engine in [] if options.skip_api else options.engines:
             try:
                 bench.run_engine(engine)
             except Exception as exc:
