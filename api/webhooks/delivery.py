@@ -6,6 +6,7 @@ receiver should register the final URL). The body of the answer is never read.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 
@@ -17,6 +18,8 @@ from api.webhooks.signing import webhook_headers
 from api.webhooks.ssrf import IPAddress, Target, UnsafeTarget, check_target_async
 
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# A receiver that trickles its answer byte by byte is cut off after this long in all.
+DEADLINE = 15.0
 USER_AGENT = "Rebound-Webhooks/1.0"
 # A name with many addresses is tried at a few of them at most (all of them checked).
 MAX_ADDRESSES_TRIED = 3
@@ -85,7 +88,11 @@ async def send_delivery(plan: DeliveryPlan, *, allow_private: bool) -> AttemptOu
     ) as client:
         for address in target.addresses[:MAX_ADDRESSES_TRIED]:
             try:
-                response = await _post(client, target, address, body, headers)
+                response = await asyncio.wait_for(
+                    _post(client, target, address, body, headers), DEADLINE
+                )
+            except TimeoutError:
+                return outcome(None, "timed out waiting for the receiver")
             except httpx.ConnectError as exc:
                 error = _describe(exc)
                 continue  # the next address may answer

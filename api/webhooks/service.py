@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, func, select
 
 from api.config import Settings
@@ -64,6 +65,8 @@ RETRY_SCHEDULE = (
 MAX_TRIES = len(RETRY_SCHEDULE) + 1
 JITTER = 0.2
 SECRET_GRACE = timedelta(hours=24)
+# Finished deliveries (and their attempts) stay in the log this long.
+LOG_RETENTION = timedelta(days=30)
 MAX_SUBSCRIPTIONS_PER_ORG = 20
 
 
@@ -492,3 +495,13 @@ def disable_subscription(
             user_id=owner_id,
         )
     return True
+
+
+def prune_delivery_log(*, session: Session, now: datetime) -> None:
+    """Forget finished deliveries older than `LOG_RETENTION`; open ones are kept."""
+    session.execute(
+        delete(WebhookDelivery).where(
+            col(WebhookDelivery.status).in_([DeliveryStatus.succeeded, DeliveryStatus.dead]),
+            col(WebhookDelivery.updated_at) < now - LOG_RETENTION,
+        )
+    )

@@ -8,8 +8,11 @@ it), so the job's attempts only count crashes of the handler itself.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import structlog
 
+from api.db import utcnow
 from api.email.backends import EmailDeliveryError, email_backend
 from api.email.message import build_message
 from api.email.render import render_email
@@ -17,7 +20,7 @@ from api.models import Job, Organisation, User
 from api.models.webhook import WebhookSubscription
 from api.webhooks import service
 from api.webhooks.delivery import send_delivery
-from api.worker.registry import RetryLater, WorkerContext, task
+from api.worker.registry import RetryLater, WorkerContext, periodic, task
 
 log = structlog.get_logger("rebound.webhooks")
 
@@ -94,3 +97,9 @@ async def notify_disabled(job: Job, ctx: WorkerContext) -> None:
         raise  # worth another try: the worker retries the job with its backoff
     finally:
         await backend.close()
+
+
+@periodic("webhooks.prune_log", every=timedelta(hours=6))
+async def prune_log(ctx: WorkerContext) -> None:
+    with ctx.session() as session:
+        service.prune_delivery_log(session=session, now=utcnow())

@@ -7,6 +7,7 @@ import threading
 from collections import Counter
 from datetime import timedelta
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -18,6 +19,7 @@ from api.config import Settings
 from api.db import open_session, utcnow
 from api.models import Job
 from api.models.webhook import WebhookSubscription
+from api.webhooks import delivery as delivery_module
 from api.webhooks.service import RETRY_SCHEDULE
 from tests.factories import make_rejection, make_user
 from tests.plugins.smtp import SmtpTestServer, smtp_settings_for
@@ -481,3 +483,23 @@ def test_two_workers_deliver_everything_exactly_once(
     assert set(counts.values()) == {1}
     workers = {job.locked_by for job in db.exec(select(Job))}
     assert workers == {None}  # every job finished
+
+
+def test_a_receiver_that_does_not_answer_in_time_is_a_failure(
+    client: TestClient,
+    engine: Engine,
+    settings: Settings,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(delivery_module, "TIMEOUT", httpx.Timeout(0.3))
+    owner, user = make_user(client), make_user(client)
+    org_id = make_org(client, owner)
+    hook = subscribe(client, owner, org_id, receiver.url, "grant.created")
+    receiver.delay = 1.0
+    grant(client, user, org_id)
+    run_worker(engine, settings)
+    [logged] = deliveries(client, owner, org_id, hook["id"])
+    assert logged["status"] == "failed"
+    assert logged["attempts"][0]["error"] == "timed out waiting for the receiver"
+    assert logged["attempts"][0]["duration_ms"] < 1000

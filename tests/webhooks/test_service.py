@@ -157,3 +157,26 @@ def test_the_previous_secret_signs_only_during_its_grace() -> None:
     subscription.previous_secret_expires_at = now + timedelta(hours=1)
     assert service.signing_secrets(subscription, now) == ["new", "old"]
     assert service.signing_secrets(subscription, now + timedelta(hours=2)) == ["new"]
+
+
+def test_finished_deliveries_leave_the_log_after_thirty_days(
+    client: TestClient, engine: Engine
+) -> None:
+    owner, user = make_user(client), make_user(client)
+    org_id = make_org(client, owner)
+    _subscribe_directly(engine, org_id, ["rejection.created"])
+    grant(client, user, org_id, "rejections:read")
+    for _ in range(3):
+        _fan_out(engine, _record(engine, "rejection.created", user.id, "r"))
+    old = utcnow() - timedelta(days=31)
+    with open_session(engine) as session:
+        rows = session.exec(select(WebhookDelivery).order_by(col(WebhookDelivery.id))).all()
+        for row, status in zip(rows, ["succeeded", "dead", "failed"], strict=True):
+            row.status, row.updated_at = status, old
+        session.commit()
+        kept = rows[2].id
+    with open_session(engine) as session:
+        service.prune_delivery_log(session=session, now=utcnow())
+        session.commit()
+    with open_session(engine, write=False) as session:
+        assert [row.id for row in session.exec(select(WebhookDelivery))] == [kept]
