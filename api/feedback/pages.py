@@ -23,13 +23,11 @@ from api.http.transaction import TransactionalRoute
 from api.models.feedback import OPEN_STATUSES
 
 TEMPLATES = Path(__file__).parent / "templates"
-PAGE_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-}
+# Every HTML response also gets Referrer-Policy: no-referrer, X-Frame-Options, nosniff
+# and a strict Content-Security-Policy from api.http.middleware.SecurityHeadersMiddleware.
+PAGE_HEADERS = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
+# A redirect is not HTML, so it carries its own.
+REDIRECT_HEADERS = {**PAGE_HEADERS, "Referrer-Policy": "no-referrer"}
 VIEW_LIMIT = parse("60/minute")
 ANSWER_LIMIT = parse("20/minute")
 MAX_TEXT = 5000
@@ -219,7 +217,7 @@ def submit_answer(
         improvements=[] if declined else improvement_list,
     )
     service.record_answer(session=session, request=link.request, answer=answer, via="link")
-    return RedirectResponse(f"/f/{token}/thanks", status_code=303, headers=PAGE_HEADERS)
+    return RedirectResponse(f"/f/{token}/thanks", status_code=303, headers=REDIRECT_HEADERS)
 
 
 @router.get("/f/{token}/thanks", response_class=HTMLResponse, include_in_schema=False)
@@ -231,7 +229,7 @@ def thanks(token: str, request: Request, session: SessionDep) -> Response:
     if link is None:
         return _not_found()
     if link.state != "answered":
-        return RedirectResponse(f"/f/{token}", status_code=303, headers=PAGE_HEADERS)
+        return RedirectResponse(f"/f/{token}", status_code=303, headers=REDIRECT_HEADERS)
     return _page(
         "thanks.html",
         title="Thank you",
