@@ -8,7 +8,6 @@ says it holds a secret or a journal (`password`, `…token…`, `…secret…`, 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -66,10 +65,12 @@ def configure_logging(settings: Settings) -> None:
     ]
     if settings.log_json:
         processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
-        logger_factory: Any = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        logger_factory: Any = (
+            structlog.BytesLoggerFactory()
+        )  # stdout, looked up when a logger is made
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=False))
-        logger_factory = structlog.PrintLoggerFactory(sys.stdout)
+        logger_factory = structlog.PrintLoggerFactory()
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

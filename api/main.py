@@ -154,11 +154,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 )
         return Response(render_metrics(engine), media_type=CONTENT_TYPE_LATEST)
 
-    # Outermost last: a request passes the request id, the request log, the security
-    # headers, CORS, the rate limit and the body size limit, in this order. Everything
-    # inside the request id (429, 413, CORS refusals, 500) carries the id and is logged.
+    # Outermost last: a request passes the request id, the security headers, CORS, the
+    # request log (which answers an unhandled error with a 500 problem), the rate limit
+    # and the body size limit, in this order; so every answer, 413, 429 and 500 included,
+    # carries the request id, the security and CORS headers, and is logged and counted.
     app.add_middleware(BodySizeLimitMiddleware)
     app.add_middleware(RateLimitMiddleware, limiter=app.state.rate_limiter, settings=settings)
+    app.add_middleware(AccessLogMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -185,6 +187,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -24,12 +24,12 @@ MAX_BODY_BYTES = 1024 * 1024
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
-# HTML pages (the recipient's feedback form) load nothing from elsewhere, run no script,
-# post only to this origin and cannot be framed. Inline styles are allowed so a page can
-# stay one self-contained document.
+# HTML pages (the recipient's feedback form) load only a stylesheet from this origin, run
+# no script, post only to this origin and cannot be framed. A page may send a policy of
+# its own instead.
 HTML_CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 # Swagger UI and ReDoc load their script from a CDN; they keep the browser's defaults.
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
@@ -125,6 +125,9 @@ class AccessLogMiddleware:
             await self.app(scope, receive, observed_send)
         except Exception:
             status = 500
+            # Logged here, where the request id is still bound to the line.
+            route = scope.get("route")
+            self.log.exception("request_failed", route=getattr(route, "path", None))
             if not response_started:
                 await send_problem(
                     observed_send,
