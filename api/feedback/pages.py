@@ -15,6 +15,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from limits import parse
+from pydantic import BaseModel, Field
 
 from api.db import SessionDep
 from api.feedback import service
@@ -116,6 +117,16 @@ def _form_context(link: service.Link, token: str) -> dict[str, Any]:
     }
 
 
+class AnswerForm(BaseModel):
+    """The answer form's fields; everything is checked by hand so that a mistake shows
+    the form again rather than a JSON error."""
+
+    outcome: str = Field(default="responded", description="`responded` or `declined`.")
+    text: str = Field(default="", description="The feedback, free text.")
+    strengths: str = Field(default="", description="Strengths seen, one per line.")
+    improvements: str = Field(default="", description="Areas to improve, one per line.")
+
+
 @dataclass
 class _Field:
     id: str
@@ -163,15 +174,11 @@ def answer_form(token: str, request: Request, session: SessionDep) -> Response:
     },
 )
 def submit_answer(
-    token: str,
-    request: Request,
-    session: SessionDep,
-    outcome: Annotated[str, Form(description="`responded` or `declined`")] = "responded",
-    text: Annotated[str, Form(description="The feedback, free text")] = "",
-    strengths: Annotated[str, Form(description="Strengths seen, one per line")] = "",
-    improvements: Annotated[str, Form(description="Areas to improve, one per line")] = "",
+    token: str, request: Request, session: SessionDep, form: Annotated[AnswerForm, Form()]
 ) -> Response:
     """Answer a feedback request (form-encoded); follow-ups stop."""
+    outcome, text = form.outcome, form.text
+    strengths, improvements = form.strengths, form.improvements
     if refused := _too_many(request, ANSWER_LIMIT):
         return refused
     link = service.find_link(session, token, lock=True)
@@ -257,7 +264,28 @@ def opt_out_form(token: str, request: Request, session: SessionDep) -> Response:
     )
 
 
-@router.post("/f/{token}/opt-out", response_class=HTMLResponse, responses=_PAGE_RESPONSES)
+_ONE_CLICK_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "RFC 8058: mailbox providers send `List-Unsubscribe=One-Click`.",
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/f/{token}/opt-out",
+    response_class=HTMLResponse,
+    responses=_PAGE_RESPONSES,
+    openapi_extra=_ONE_CLICK_BODY,
+)
 def opt_out(token: str, request: Request, session: SessionDep) -> Response:
     """Opt this address out of all e-mail from Rebound, for every user (RFC 8058 one-click)."""
     if refused := _too_many(request, ANSWER_LIMIT):
