@@ -736,7 +736,11 @@ class Link:
             return "answered"
         if self.message.token_expires_at <= utcnow():
             return "expired"
-        if self.request.status not in ANSWERABLE or self.request.deleted_at is not None:
+        if (
+            self.request.status not in ANSWERABLE
+            or self.request.deleted_at is not None
+            or self.rejection.deleted_at is not None
+        ):
             return "closed"
         return "open"
 

@@ -4,8 +4,12 @@ server, the recipient's link, real seconds passing."""
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
@@ -14,7 +18,7 @@ from sqlmodel import Session, col, select
 from api.config import Settings
 from api.db import utcnow
 from api.models import Job
-from api.models.feedback import FeedbackMessage
+from api.models.feedback import FeedbackMessage, FeedbackRequest
 from tests.factories import UserHandle, make_rejection, make_user
 from tests.feedback.conftest import (
     create_request,
@@ -319,3 +323,54 @@ def test_caps_hold_messages_back_and_say_so(
     assert get_request(user, second["id"])["status"] == "sent"
     assert get_request(other, third["id"])["status"] == "scheduled"  # the weekly cap holds
     assert len(smtp_server.messages) == 2
+
+
+def test_deleting_the_rejection_stops_the_request(
+    client: TestClient,
+    engine: Engine,
+    settings: Settings,
+    smtp_server: SmtpTestServer,
+    user: UserHandle,
+) -> None:
+    rejection = make_rejection(user)
+    created = create_request(user, rejection["id"], follow_up_interval="PT1S")
+    run_worker(engine, settings)
+    path = link_path(smtp_server.wait_for(1)[0])
+    assert (
+        client.delete(f"/v1/rejections/{rejection['id']}", headers=user.headers).status_code == 204
+    )
+    assert client.get(path).status_code == 410
+    time.sleep(1.2)
+    run_worker(engine, settings)
+    assert len(smtp_server.messages) == 1
+    with Session(engine) as session:
+        request = session.get(FeedbackRequest, created["id"])
+        assert request is not None
+        assert request.status == "cancelled"
+
+
+def test_rebound_worker_once_sends_it(
+    database_url: str, settings: Settings, smtp_server: SmtpTestServer, user: UserHandle
+) -> None:
+    created = create_request(user)
+    environment = {
+        **os.environ,
+        "REBOUND_DATABASE_URL": database_url,
+        "REBOUND_EMAIL_BACKEND": "smtp",
+        "REBOUND_SMTP_URL": smtp_server.url,
+        "REBOUND_BASE_URL": settings.base_url,
+        "REBOUND_MIN_FOLLOW_UP_INTERVAL": "PT1S",
+        "REBOUND_LOG_LEVEL": "WARNING",
+    }
+    command = Path(sys.executable).with_name("rebound")
+    finished = subprocess.run(
+        [str(command), "worker", "--once"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert smtp_server.wait_for(1)[0]["To"] == "Dana Recruiter <dana@acme.example>"
+    assert get_request(user, created["id"])["status"] == "sent"
