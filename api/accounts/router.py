@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from api.accounts import service
+from api.accounts.export import ExportDocument, export_user
 from api.accounts.schemas import ProfileRead, ProfileWrite, UserRead, UserUpdate
 from api.auth.dependencies import CurrentUser
-from api.db import SessionDep
+from api.db import SessionDep, utcnow
 from api.http.etag import check_if_match, lock_for_write, set_etag
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
@@ -39,6 +42,19 @@ def delete_me(user: CurrentUser, session: SessionDep, request: Request) -> Respo
     check_if_match(request, user)
     service.delete_user(session=session, user=user)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/export", response_model=ExportDocument, responses=problems(401))
+async def export_me(user: CurrentUser, session: SessionDep) -> Response:
+    """Everything the user owns, as one JSON document to keep or take elsewhere."""
+    # Possibly large: built on the thread pool, not on the event loop.
+    document = await run_in_threadpool(export_user, session=session, user=user)
+    filename = f"rebound-export-{utcnow().date().isoformat()}.json"
+    return Response(
+        orjson.dumps(document),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get("/profile", responses=problems(401))
