@@ -9,9 +9,13 @@ worth retrying later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 from email.message import EmailMessage
+from email.policy import EmailPolicy, Policy
 from email.utils import getaddresses
+from functools import lru_cache
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -186,10 +190,16 @@ class SmtpBackend:
         client, self._client = self._client, None
         if client is None:
             return
+        transport = client.transport
         try:
             client.close()
-        except RuntimeError:  # its event loop is already closed; the socket goes with it
-            pass
+        except RuntimeError:
+            # Its event loop is closed (the backend outlived an asyncio.run without
+            # close()): end the TCP session now; the descriptor is freed with the transport.
+            sock = transport.get_extra_info("socket") if transport is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     async def send(self, message: EmailMessage) -> None:
         """Deliver `message` to the server, or raise `EmailDeliveryError`."""
@@ -222,8 +232,7 @@ class SmtpBackend:
                 "the address needs SMTPUTF8, which the server does not offer", permanent=True
             )
         options = ["SMTPUTF8"] if utf8 else []
-        policy = message.policy.clone(linesep="\r\n", utf8=utf8)  # type: ignore[call-arg]
-        data = message.as_bytes(policy=policy)
+        data = message.as_bytes(policy=_wire_policy(message.policy, utf8=utf8))
         encoding = "utf-8" if utf8 else "ascii"
 
         # Before DATA nothing has been delivered, so a dropped connection is safe to retry.
@@ -298,6 +307,14 @@ class SmtpBackend:
             except (aiosmtplib.SMTPException, OSError, TimeoutError):
                 pass
         self._drop()
+
+
+@lru_cache(maxsize=8)
+def _wire_policy(policy: Policy, *, utf8: bool) -> Policy:
+    """The message's own policy, with CRLF line ends (and UTF-8 headers for SMTPUTF8)."""
+    if isinstance(policy, EmailPolicy):
+        return policy.clone(linesep="\r\n", utf8=utf8)
+    return policy.clone(linesep="\r\n")
 
 
 class _StaleConnection(Exception):

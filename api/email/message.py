@@ -143,4 +143,8 @@ def build_message(
     message.set_content(text)
     if html is not None:
         message.add_alternative(html, subtype="html")
+        # Chosen here, the generator need not search the body for a free boundary (it
+        # compiles a fresh regular expression per message to do so); a random 128-bit
+        # value cannot occur in the QP/base64-encoded parts by chance.
+        message.set_boundary(f"=_rebound_{uuid.uuid4().hex}")
     return message
