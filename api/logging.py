@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -21,8 +22,10 @@ from api.config import Settings
 REDACTED_NAMES = frozenset({"key", "api_key", "authorization", "cookie", "set-cookie"})
 REDACTED_FRAGMENTS = ("password", "token", "secret", "journal", "passphrase")
 REDACTED = "[redacted]"
+_CONTAINERS = (dict, list, tuple)
 
 
+@lru_cache(maxsize=4096)  # on every field of every line: decide each name once
 def is_secret_field(name: str) -> bool:
     lowered = name.lower()
     return lowered in REDACTED_NAMES or any(part in lowered for part in REDACTED_FRAGMENTS)
@@ -45,7 +48,7 @@ def redact(
     for name, value in event.items():
         if is_secret_field(name):
             event[name] = REDACTED
-        elif isinstance(value, dict | list | tuple):
+        elif type(value) in _CONTAINERS:
             event[name] = _redact_value(value)
     return event
 

@@ -7,9 +7,9 @@ All of it is plain ASGI (no `BaseHTTPMiddleware`): each layer is one function ca
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -77,7 +77,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         encoded = request_id.encode()
 
