@@ -262,3 +262,29 @@ def test_a_bad_smtp_url_is_refused(url: str) -> None:
 def test_smtp_backend_needs_a_url(settings: Settings) -> None:
     with pytest.raises(ValueError, match="REBOUND_SMTP_URL"):
         email_backend(settings.model_copy(update={"email_backend": "smtp", "smtp_url": None}))
+
+
+def test_smtp_logs_in_with_the_credentials_in_the_url(
+    smtp_server_auth: SmtpTestServer, settings: Settings
+) -> None:
+    smtp_settings = smtp_settings_for(settings, smtp_server_auth)
+    assert "rebound:s3cret%3Ap%40ss@" in (smtp_settings.smtp_url or "")
+
+    _send(email_backend(smtp_settings), _message(smtp_settings))
+
+    smtp_server_auth.wait_for(1)
+    assert smtp_server_auth.envelopes[0].tls
+
+
+def test_a_wrong_password_is_a_temporary_failure(
+    smtp_server_auth: SmtpTestServer, settings: Settings
+) -> None:
+    wrong = smtp_settings_for(settings, smtp_server_auth)
+    wrong = wrong.model_copy(update={"smtp_url": (wrong.smtp_url or "").replace("s3cret", "wrong")})
+
+    with pytest.raises(EmailDeliveryError, match="login refused") as caught:
+        _send(email_backend(wrong), _message(wrong))
+
+    assert not caught.value.permanent
+    assert caught.value.code == 535
+    assert smtp_server_auth.messages == []

@@ -5,11 +5,12 @@
         smtp_server.wait_for(1)
         assert smtp_server.messages[0]["To"] == "hr@example.com"
 
-`smtp_server` speaks plain SMTP, `smtp_server_starttls` offers STARTTLS and
-`smtps_server` is TLS from the first byte, both with a self-signed certificate (use
-`smtp_tls_verify=False`, as `smtp_settings_for(...)` does). `server.refuse(address)` makes
-the server answer 550 to that recipient (a bounce); `refuse(address, code=450)` is a
-temporary refusal.
+`smtp_server` speaks plain SMTP; `smtp_server_starttls` offers STARTTLS, `smtps_server`
+is TLS from the first byte and `smtp_server_auth` is STARTTLS plus a required login, all
+three with a self-signed certificate (so use `smtp_tls_verify=False`, as
+`smtp_settings_for(settings, server)` does). `server.refuse(address)` makes the server
+answer 550 to that recipient (a bounce); `refuse(address, code=450)` is a temporary
+refusal; `reply_to_data("554 …")` refuses every message body.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from api.config import Settings
 
@@ -109,8 +111,10 @@ class SmtpTestServer:
         *,
         starttls: ssl.SSLContext | None = None,
         implicit_tls: ssl.SSLContext | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.host = "127.0.0.1"
+        self.credentials = credentials
         self.scheme = "smtps" if implicit_tls else "smtp"
         self._recorder = _Recorder()
         self._starttls = starttls
@@ -126,6 +130,12 @@ class SmtpTestServer:
             kwargs: dict[str, Any] = {"enable_SMTPUTF8": True}
             if self._starttls is not None:
                 kwargs.update(tls_context=self._starttls, require_starttls=False)
+            if self.credentials is not None:
+                kwargs.update(
+                    authenticator=_Authenticator(*self.credentials),
+                    auth_required=True,
+                    auth_require_tls=True,
+                )
             controller = Controller(
                 self._recorder,
                 hostname=self.host,
@@ -159,7 +169,11 @@ class SmtpTestServer:
     # -- what arrived ------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        """`smtp://127.0.0.1:PORT` (`smtps://…`; with `user:password@` when auth is on)."""
+        login = ""
+        if self.credentials is not None:
+            login = "{}:{}@".format(*(quote(part, safe="") for part in self.credentials))
+        return f"{self.scheme}://{login}{self.host}:{self.port}"
 
     @property
     def messages(self) -> list[EmailMessage]:
@@ -205,6 +219,20 @@ class SmtpTestServer:
         """Answer every DATA with `reply` (for example "554 5.7.1 Rejected as spam");
         None accepts messages again."""
         self._recorder.data_reply = reply
+
+
+class _Authenticator:
+    """Accepts exactly one user name and password (AUTH PLAIN or LOGIN, after TLS)."""
+
+    def __init__(self, username: str, password: str) -> None:
+        self.expected = (username.encode(), password.encode())
+
+    def __call__(
+        self, _server: SMTP, _session: Session, _envelope: Envelope, _mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and (data.login, data.password) == self.expected
+        # handled=False: aiosmtpd answers 535 itself.
+        return AuthResult(success=ok, handled=False)
 
 
 def _free_port() -> int:
@@ -288,6 +316,18 @@ def smtp_server_starttls(smtp_tls_certificate: tuple[Path, Path]) -> Iterator[Sm
 def smtps_server(smtp_tls_certificate: tuple[Path, Path]) -> Iterator[SmtpTestServer]:
     """An SMTP server behind implicit TLS (smtps://) with a self-signed certificate."""
     yield from _running(SmtpTestServer(implicit_tls=_server_tls_context(smtp_tls_certificate)))
+
+
+@pytest.fixture
+def smtp_server_auth(smtp_tls_certificate: tuple[Path, Path]) -> Iterator[SmtpTestServer]:
+    """STARTTLS and a required login: user `rebound`, password `s3cret:p@ss`
+    (`.url` carries them, quoted)."""
+    yield from _running(
+        SmtpTestServer(
+            starttls=_server_tls_context(smtp_tls_certificate),
+            credentials=("rebound", "s3cret:p@ss"),
+        )
+    )
 
 
 def smtp_settings_for(settings: Settings, server: SmtpTestServer) -> Settings:
