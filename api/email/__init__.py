@@ -7,7 +7,9 @@ from api.email.backends import (
     EmailBackend,
     EmailDeliveryError,
     SmtpBackend,
+    close_shared_email_backend,
     email_backend,
+    shared_email_backend,
 )
 from api.email.message import (
     HeaderInjectionError,
@@ -26,8 +28,10 @@ __all__ = [
     "SmtpBackend",
     "build_message",
     "check_header_value",
+    "close_shared_email_backend",
     "email_backend",
     "new_message_id",
     "render_email",
+    "shared_email_backend",
     "text_to_html",
 ]

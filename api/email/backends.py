@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import socket
 import ssl
+from collections.abc import MutableMapping
 from email.message import EmailMessage
 from email.policy import EmailPolicy, Policy
 from email.utils import getaddresses
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -333,3 +334,22 @@ def email_backend(settings: Settings) -> EmailBackend:
         verify_tls=settings.smtp_tls_verify,
         local_hostname=urlsplit(settings.base_url).hostname or None,
     )
+
+
+SHARED_BACKEND_KEY = "email_backend"
+
+
+def shared_email_backend(services: MutableMapping[str, Any], settings: Settings) -> EmailBackend:
+    """The one backend a long-lived holder (a worker's `ctx.services`) keeps for all its
+    messages, so the SMTP connection is reused; do not close it after each message."""
+    backend = services.get(SHARED_BACKEND_KEY)
+    if backend is None:
+        backend = services[SHARED_BACKEND_KEY] = email_backend(settings)
+    return cast(EmailBackend, backend)
+
+
+async def close_shared_email_backend(services: MutableMapping[str, Any]) -> None:
+    """Close (QUIT) the backend `shared_email_backend` made, if any: when the worker stops."""
+    backend = services.pop(SHARED_BACKEND_KEY, None)
+    if backend is not None:
+        await backend.close()

@@ -15,7 +15,9 @@ from api.email.backends import (
     EmailBackend,
     EmailDeliveryError,
     SmtpBackend,
+    close_shared_email_backend,
     email_backend,
+    shared_email_backend,
 )
 from api.email.message import build_message
 from tests.plugins.smtp import SmtpTestServer, smtp_settings_for
@@ -288,3 +290,20 @@ def test_a_wrong_password_is_a_temporary_failure(
     assert not caught.value.permanent
     assert caught.value.code == 535
     assert smtp_server_auth.messages == []
+
+
+def test_a_shared_backend_reuses_one_connection_until_closed(
+    smtp_server: SmtpTestServer, smtp_settings: Settings
+) -> None:
+    services: dict[str, object] = {}
+
+    async def worker_run() -> None:
+        for n in range(5):  # as five separate jobs would
+            await shared_email_backend(services, smtp_settings).send(_message(smtp_settings, n=n))
+        await close_shared_email_backend(services)
+
+    asyncio.run(worker_run())
+
+    assert len(smtp_server.wait_for(5)) == 5
+    assert smtp_server.connections == 1
+    assert services == {}
