@@ -4,19 +4,25 @@ A retry with the same key and body gets the first response again (with
 `Idempotency-Replayed: true`) and changes nothing; the same key with another body is 422;
 the same key while the first request is still running is 409. Records are written in the
 request's own transaction, so a response is replayable exactly when its change committed.
-Keys are kept for `RETENTION`; the worker prunes older ones.
+Keys are kept for `RETENTION`; the worker prunes older ones. Stored responses are
+encrypted with a key derived from REBOUND_SECRET_KEY: some carry a secret shown once (an
+API key, a webhook secret, a calendar-feed URL) that must not rest in the clear.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from fastapi import Request, Response
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from api.config import Settings
 from api.errors import Conflict, Unprocessable
 from api.models import IdempotencyRecord
 
@@ -33,21 +39,37 @@ class IdempotentRequest:
     user_id: str | None = None
 
 
+@lru_cache(maxsize=8)
+def _cipher(keys: tuple[str, ...]) -> MultiFernet:
+    """Encrypts with the current secret key; decrypts with it or a previous one."""
+    return MultiFernet(
+        [
+            Fernet(
+                base64.urlsafe_b64encode(
+                    hashlib.sha256(b"rebound-idempotency:" + k.encode()).digest()
+                )
+            )
+            for k in keys
+        ]
+    )
+
+
+def _cipher_for(settings: Settings) -> MultiFernet:
+    return _cipher((settings.secret_key, *settings.previous_secret_keys))
+
+
 class IdempotentReplay(Exception):
     """Raised to answer a retry with the stored response; handled in api.main."""
 
-    def __init__(self, record: IdempotencyRecord) -> None:
+    def __init__(self, record: IdempotencyRecord, body: bytes) -> None:
         super().__init__(record.key)
         self.record = record
+        self.body = body
 
     def response(self) -> Response:
         headers = dict(self.record.response_headers)
         headers["Idempotency-Replayed"] = "true"
-        return Response(
-            content=self.record.response_body,
-            status_code=self.record.status_code,
-            headers=headers,
-        )
+        return Response(content=self.body, status_code=self.record.status_code, headers=headers)
 
 
 async def begin_idempotent_request(request: Request) -> None:
@@ -100,7 +122,11 @@ def check_idempotency(
             loc=["header", HEADER],
             error_type="idempotency_key_reused",
         )
-    raise IdempotentReplay(record)
+    try:
+        body = _cipher_for(request.app.state.settings).decrypt(record.response_body.encode())
+    except InvalidToken:
+        return  # sealed with a key no longer configured: treat the key as unused
+    raise IdempotentReplay(record, body)
 
 
 def store_idempotent_response(request: Request, session: Session, response: Response) -> None:
@@ -117,7 +143,7 @@ def store_idempotent_response(request: Request, session: Session, response: Resp
             path=request.url.path,
             request_hash=intent.request_hash,
             status_code=response.status_code,
-            response_body=body.decode(),
+            response_body=_cipher_for(request.app.state.settings).encrypt(body).decode(),
             response_headers={
                 name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS
             },
