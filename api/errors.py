@@ -154,6 +154,27 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def _document_validation_problems(app: FastAPI) -> None:
+    """FastAPI documents its own 422 as `application/json`; ours are problem+json."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                answer = operation.get("responses", {}).get("422")
+                if answer and PROBLEM_JSON not in answer.get("content", {}):
+                    answer["content"] = {
+                        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}
+                    }
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(_request: Request, exc: Problem) -> JSONResponse:
@@ -181,11 +202,25 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # A body that is not text (invalid UTF-8) is as unreadable as invalid JSON: 422.
+            return problem_response(
+                422,
+                "body: the body is not valid JSON in UTF-8",
+                title="Unprocessable Content",
+                extra={
+                    "errors": [
+                        {"loc": ["body"], "msg": "not valid JSON in UTF-8", "type": "json_invalid"}
+                    ]
+                },
+            )
         if exc.status_code == 404 and detail == "Not Found":
             detail = "There is nothing at this address."
         elif exc.status_code == 405:
             detail = "This address does not accept that method."
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
+
+    _document_validation_problems(app)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
@@ -23,6 +22,7 @@ from api.http.pagination import Cursor, Limit, Page
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 from api.models.action_plan import ActionItemStatus, ActionPlan
+from api.rejections.schemas import IsoDate
 
 router = APIRouter(route_class=TransactionalRoute)
 
@@ -136,7 +136,7 @@ def list_action_items(
         Query(description="Only items with this status; repeat for several."),
     ] = None,
     due_before: Annotated[
-        date | None,
+        IsoDate | None,
         Query(description="Only items due on or before this date (undated items left out)."),
     ] = None,
     plan_id: Annotated[str | None, Query(max_length=36, description="Only this plan's items.")] = (

@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from api.models.action_plan import ActionItemKind, ActionItemStatus
+from api.rejections.schemas import IsoDate
 
 Title = Annotated[str, Field(min_length=1, max_length=200)]
 Skill = Annotated[str, Field(min_length=1, max_length=100)]
@@ -78,7 +79,7 @@ class ActionItemCreate(BaseModel):
 
     title: Title
     kind: ActionItemKind = ActionItemKind.other
-    due_on: date | None = Field(default=None, description="A date in the user's time zone.")
+    due_on: IsoDate | None = Field(default=None, description="A date in the user's time zone.")
     status: ActionItemStatus = ActionItemStatus.todo
     progress: Progress | None = Field(
         default=None, description="0-100; defaults to 0, or 100 when the status is `done`."
@@ -96,7 +97,7 @@ class ActionItemUpdate(BaseModel):
     )
     title: Title | None = None
     kind: ActionItemKind | None = None
-    due_on: date | None = None
+    due_on: IsoDate | None = None
     status: ActionItemStatus | None = None
     progress: Progress | None = None
     notes: str | None = Field(default=None, max_length=10000)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,6 +10,7 @@ from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 from api.insights.schemas import InsightsRead
 from api.insights.service import compute_insights
+from api.rejections.schemas import IsoDate
 
 router = APIRouter(prefix="/v1/insights", tags=["insights"], route_class=TransactionalRoute)
 
@@ -20,10 +20,10 @@ def read_insights(
     user: CurrentUser,
     session: SessionDep,
     date_from: Annotated[
-        date | None, Query(alias="from", description="Only rejections on or after this date.")
+        IsoDate | None, Query(alias="from", description="Only rejections on or after this date.")
     ] = None,
     date_to: Annotated[
-        date | None, Query(alias="to", description="Only rejections on or before this date.")
+        IsoDate | None, Query(alias="to", description="Only rejections on or before this date.")
     ] = None,
 ) -> InsightsRead:
     """Patterns across the user's rejections, reflections, feedback and actions."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
@@ -15,7 +14,7 @@ from api.models import Rejection
 from api.models.rejection import ReasonCode, Stage
 from api.rejections import service
 from api.rejections.dependencies import OwnedRejection, RejectionForWrite
-from api.rejections.schemas import RejectionCreate, RejectionRead, RejectionUpdate
+from api.rejections.schemas import IsoDate, RejectionCreate, RejectionRead, RejectionUpdate
 
 router = APIRouter(prefix="/v1/rejections", tags=["rejections"], route_class=TransactionalRoute)
 
@@ -45,8 +44,8 @@ def list_rejections(
     reason_code: ReasonCode | None = None,
     company: Annotated[str | None, Query(max_length=200)] = None,
     tag: Annotated[str | None, Query(max_length=40)] = None,
-    rejected_from: date | None = None,
-    rejected_to: date | None = None,
+    rejected_from: IsoDate | None = None,
+    rejected_to: IsoDate | None = None,
     q: Annotated[
         str | None,
         Query(

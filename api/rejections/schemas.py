@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Annotated
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     EmailStr,
     Field,
@@ -16,6 +18,20 @@ from pydantic import (
 from api.models.rejection import Channel, DecidedBy, ReasonCode, Stage
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_date_only(value: object) -> object:
+    """Pydantic would read 0 or "0" as a Unix time (1970-01-01); a date is YYYY-MM-DD."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value
+    raise ValueError("a date is written YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date_only)]
 
 
 def _clean_tags(tags: list[str]) -> list[str]:
@@ -34,7 +50,7 @@ class RejectionFields(BaseModel):
 
     job_url: HttpUrl | None = Field(default=None, max_length=2048)
     location: str | None = Field(default=None, max_length=200)
-    applied_on: date | None = None
+    applied_on: IsoDate | None = None
     reason_text: str | None = Field(default=None, max_length=5000)
     contact_name: str | None = Field(default=None, max_length=200)
     contact_email: EmailStr | None = Field(default=None, max_length=320)
@@ -45,7 +61,7 @@ class RejectionFields(BaseModel):
 class RejectionCreate(RejectionFields):
     company: Name
     role_title: Name
-    rejected_on: date | None = Field(
+    rejected_on: IsoDate | None = Field(
         default=None, description="Defaults to today in the user's time zone."
     )
     stage: Stage = Stage.applied
@@ -60,7 +76,7 @@ class RejectionUpdate(RejectionFields):
 
     company: Name | None = None
     role_title: Name | None = None
-    rejected_on: date | None = None
+    rejected_on: IsoDate | None = None
     stage: Stage | None = None
     decided_by: DecidedBy | None = None
     reason_code: ReasonCode | None = None
