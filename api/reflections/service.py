@@ -311,7 +311,8 @@ def write_step(
             session,
             type="reflection.completed",
             user_id=reflection.user_id,
-            subject_id=reflection.id,
+            # The rejection's id: receivers fetch …/rejections/{id}/reflection with it.
+            subject_id=reflection.rejection_id,
         )
     elif not complete:
         reflection.completed_at = None
