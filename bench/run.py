@@ -87,6 +87,8 @@ class Row:
         )
         row.detail["wrk"] = result.as_dict()
         problems = []
+        if result.requests == 0:
+            problems.append("no request completed within the run")
         if result.non_2xx:
             problems.append(f"{result.non_2xx} non-2xx")
         if result.errors:
@@ -101,11 +103,15 @@ class Row:
     @property
     def clean(self) -> bool:
         data = self.detail.get("wrk", {})
-        return not data.get("non_2xx") and not (
-            data.get("connect_errors")
-            or data.get("read_errors")
-            or data.get("write_errors")
-            or data.get("timeouts")
+        return (
+            bool(data.get("requests"))
+            and not data.get("non_2xx")
+            and not (
+                data.get("connect_errors")
+                or data.get("read_errors")
+                or data.get("write_errors")
+                or data.get("timeouts")
+            )
         )
 
 
@@ -213,6 +219,7 @@ class Bench:
                 "--format",
                 "raw",
                 "--nonblocking",
+                "--gil",  # only the thread holding the GIL: where CPU time goes
                 "--output",
                 str(out),
             ],
