@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from api.db import utcnow
-from api.email.backends import EmailDeliveryError, email_backend
+from api.email.backends import EmailDeliveryError
 from api.email.message import build_message
 from api.email.render import render_email
 from api.models import Job, User
@@ -166,14 +166,11 @@ async def send_reminder_digest(job: Job, ctx: WorkerContext) -> None:
         text=rendered.text,
         html=rendered.html,
     )
-    backend = email_backend(ctx.settings)
     try:
-        await backend.send(message)
+        await ctx.send_email(message)
     except EmailDeliveryError as exc:
         if exc.permanent:
             log.warning("reminder_digest_refused", user_id=user_id, reason=exc.reason)
             return
         raise
-    finally:
-        await backend.close()
     log.info("reminder_digest_sent", user_id=user_id, items=len(rows))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 
 from api.db import utcnow
-from api.email.backends import EmailDeliveryError, email_backend
+from api.email.backends import EmailDeliveryError
 from api.email.message import build_message
 from api.email.render import render_email
 from api.models import Job, Organisation, OrgInvite, User
@@ -67,14 +67,11 @@ async def send_invite(job: Job, ctx: WorkerContext) -> None:
             text=rendered.text,
             html=rendered.html,
         )
-    backend = email_backend(ctx.settings)
     try:
-        await backend.send(message)
+        await ctx.send_email(message)
     except EmailDeliveryError as exc:
         if not exc.permanent:
             raise
         log.warning(
             "org_invite_undeliverable", invite_id=job.payload["invite_id"], reason=exc.reason
         )
-    finally:
-        await backend.close()

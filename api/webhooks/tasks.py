@@ -13,7 +13,7 @@ from datetime import timedelta
 import structlog
 
 from api.db import utcnow
-from api.email.backends import EmailDeliveryError, email_backend
+from api.email.backends import EmailDeliveryError
 from api.email.message import build_message
 from api.email.render import render_email
 from api.models import Job, Organisation, User
@@ -87,16 +87,13 @@ async def notify_disabled(job: Job, ctx: WorkerContext) -> None:
             text=rendered.text,
             html=rendered.html,
         )
-    backend = email_backend(ctx.settings)
     try:
-        await backend.send(message)
+        await ctx.send_email(message)
     except EmailDeliveryError as exc:
         if exc.permanent:
             log.warning("webhook_disabled_mail_refused", user_id=owner.id, reason=exc.reason)
             return
         raise  # worth another try: the worker retries the job with its backoff
-    finally:
-        await backend.close()
 
 
 @periodic("webhooks.prune_log", every=timedelta(hours=6))

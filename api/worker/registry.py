@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -19,6 +20,7 @@ from sqlmodel import Session
 
 from api.config import Settings
 from api.db import open_session
+from api.email.backends import shared_email_backend
 from api.models import Job
 
 
@@ -28,6 +30,11 @@ class WorkerContext:
     settings: Settings
     worker_id: str
     services: dict[str, Any] = field(default_factory=dict)
+
+    async def send_email(self, message: EmailMessage) -> None:
+        """Send through the worker's one e-mail backend, whose SMTP connection stays open
+        across jobs (closed when the worker stops). Raises EmailDeliveryError."""
+        await shared_email_backend(self.services, self.settings).send(message)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -19,6 +19,7 @@ from sqlalchemy import and_, or_, update
 from sqlmodel import col, select
 
 from api.db import utcnow
+from api.email.backends import close_shared_email_backend
 from api.http.metrics import count_job
 from api.models import Job
 from api.worker.registry import PERIODIC, TASKS, RetryLater, WorkerContext
@@ -164,11 +165,14 @@ async def run_batch(ctx: WorkerContext, *, concurrency: int = 16) -> int:
 async def run_until_idle(ctx: WorkerContext) -> int:
     """Everything due now (periodic duties included), then return the number of jobs run."""
     load_tasks()
-    await run_periodic(ctx, {})
-    total = 0
-    while count := await run_batch(ctx):
-        total += count
-    return total
+    try:
+        await run_periodic(ctx, {})
+        total = 0
+        while count := await run_batch(ctx):
+            total += count
+        return total
+    finally:
+        await close_shared_email_backend(ctx.services)
 
 
 async def run_forever(ctx: WorkerContext, stop: asyncio.Event) -> None:
@@ -186,4 +190,5 @@ async def run_forever(ctx: WorkerContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=ctx.settings.worker_poll_interval)
         except TimeoutError:
             pass
+    await close_shared_email_backend(ctx.services)
     log.info("worker_stopped", worker_id=ctx.worker_id)
