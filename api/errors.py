@@ -203,6 +203,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 400 and detail == "There was an error parsing the body":
+            from api.http.middleware import _BodyTooLarge
+
+            if isinstance(exc.__cause__, _BodyTooLarge):
+                # a streamed body went over the limit while FastAPI was reading it: re-raise
+                # so that BodySizeLimitMiddleware answers its 413
+                raise exc.__cause__
             # A body that is not text (invalid UTF-8) is as unreadable as invalid JSON: 422.
             return problem_response(
                 422,

@@ -17,7 +17,10 @@ from pydantic import (
 
 from api.models.rejection import Channel, DecidedBy, ReasonCode, Stage
 
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+# One line of text: names reach e-mail headers (a feedback request's default recipient
+# name and subject), where CR/LF would inject headers.
+ONE_LINE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=ONE_LINE)]
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -49,10 +52,10 @@ class RejectionFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job_url: HttpUrl | None = Field(default=None, max_length=2048)
-    location: str | None = Field(default=None, max_length=200)
+    location: str | None = Field(default=None, max_length=200, pattern=ONE_LINE)
     applied_on: IsoDate | None = None
     reason_text: str | None = Field(default=None, max_length=5000)
-    contact_name: str | None = Field(default=None, max_length=200)
+    contact_name: str | None = Field(default=None, max_length=200, pattern=ONE_LINE)
     contact_email: EmailStr | None = Field(default=None, max_length=320)
     notes: str | None = Field(default=None, max_length=20000)
     emotional_impact: int | None = Field(default=None, ge=1, le=5)
