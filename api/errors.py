@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -227,6 +228,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     _document_validation_problems(app)
+
+    @app.exception_handler(DataError)
+    async def _data(_request: Request, _exc: DataError) -> JSONResponse:
+        # The database refused a value the schemas let through (PostgreSQL: a NUL
+        # character in text, e.g. an id of "%00" in the path): bad input, not a crash.
+        return problem_response(
+            422,
+            "A value in the request cannot be stored or searched for "
+            "(it contains a NUL character or is out of range).",
+            title="Unprocessable Content",
+            extra={"errors": [{"loc": [], "msg": "invalid value", "type": "value_error"}]},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
