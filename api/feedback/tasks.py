@@ -13,24 +13,14 @@ rather than lost.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-
 import structlog
 
-from api.email import EmailDeliveryError, email_backend
+from api.email import EmailDeliveryError
 from api.feedback import service
 from api.models import Job
 from api.worker.registry import RetryLater, WorkerContext, task
 
 log = structlog.get_logger("rebound.feedback")
-
-
-async def _deliver(ctx: WorkerContext, message: EmailMessage) -> None:
-    backend = email_backend(ctx.settings)
-    try:
-        await backend.send(message)
-    finally:
-        await backend.close()
 
 
 @task(service.SEND_TASK)
@@ -46,7 +36,7 @@ async def send_feedback_message(job: Job, ctx: WorkerContext) -> None:
     if outgoing is None:
         return
     try:
-        await _deliver(ctx, outgoing.email)
+        await ctx.send_email(outgoing.email)
     except EmailDeliveryError as exc:
         with ctx.session() as session:
             service.record_delivery_failure(
@@ -83,7 +73,7 @@ async def notify_user_of_answer(job: Job, ctx: WorkerContext) -> None:
     if message is None:
         return
     try:
-        await _deliver(ctx, message)
+        await ctx.send_email(message)
     except EmailDeliveryError as exc:
         if not exc.permanent:
             raise
