@@ -698,7 +698,10 @@ def record_answer(
 
 def retire_for_deleted_rejection(*, session: Session, rejection: Rejection) -> None:
     """When a rejection is deleted: its open requests are cancelled and all of them get a
-    tombstone, so nothing more is sent and synced devices drop them."""
+    tombstone, so nothing more is sent and synced devices drop them. Call it before
+    changing the rejection, so that the request rows are locked before the user's row (the
+    order the worker takes them in). Without it the worker still sends nothing for a
+    deleted rejection and the API hides its requests; this adds the tombstones."""
     requests = session.exec(
         select(FeedbackRequest)
         .where(FeedbackRequest.rejection_id == rejection.id)
