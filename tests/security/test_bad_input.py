@@ -101,7 +101,7 @@ def test_a_body_over_one_mebibyte_is_413_and_written_nowhere(
 
 
 @pytest.mark.parametrize(
-    "content, content_type",
+    ("content", "content_type"),
     [
         (b'{"company": "Acme", "role_title": "x"', "application/json"),  # truncated
         (b"\xff\xfe\x00{}", "application/json"),  # invalid UTF-8
@@ -142,7 +142,7 @@ def test_unreadable_or_wrong_bodies_are_4xx(
 
 
 @pytest.mark.parametrize(
-    "field, value",
+    ("field", "value"),
     [
         ("recipient_name", "Dana\r\nBcc: everyone@example.com"),
         ("recipient_name", "Dana\nBcc: everyone@example.com"),

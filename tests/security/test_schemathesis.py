@@ -90,7 +90,7 @@ def world(client: TestClient) -> dict[str, Any]:
 def report_figures() -> Iterator[None]:
     """The figures for SECURITY.md, printed at the end (`pytest -s`)."""
     yield
-    print(f"\nschemathesis: {len(COUNTS['operations'])} operations, {COUNTS['cases']} cases")
+    print(f"\nschemathesis: {len(COUNTS['operations'])} operations, {COUNTS['cases']} cases")  # noqa: T201
 
 
 schema = schemathesis.openapi.from_asgi(
