@@ -13,6 +13,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
+from api.feedback.service import retire_for_deleted_rejection
 from api.http.pagination import paginate
 from api.models import Reflection, Rejection, User
 from api.models.rejection import ReasonCode, Stage
@@ -148,7 +149,10 @@ def update_rejection(
 
 
 def delete_rejection(*, session: Session, rejection: Rejection) -> None:
-    """Soft-delete: a tombstone stays for devices to sync; the reflection goes with it."""
+    """Soft-delete: a tombstone stays for devices to sync; the reflection and the feedback
+    requests go with it (open requests are cancelled: nothing more is sent)."""
+    # First, so the requests are locked before the user's row, the order the worker uses.
+    retire_for_deleted_rejection(session=session, rejection=rejection)
     now = utcnow()
     rejection.deleted_at = now
     session.add(rejection)
