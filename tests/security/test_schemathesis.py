@@ -113,5 +113,5 @@ def test_api(case: Any, app: Any, world: dict[str, Any]) -> None:
             if name in world["ids"]:
                 case.path_parameters[name] = world["ids"][name]
     COUNTS["cases"] += 1
-    COUNTS["operations"].add(f"{case.method} {case.path}")
+    COUNTS["operations"].add(case.operation.label)
     case.call_and_validate(headers=world["headers"], checks=CHECKS, app=app)
