@@ -190,28 +190,85 @@ def test_bad_cursors_and_limits_are_422(client: TestClient) -> None:
     assert client.get("/v1/sync").status_code == 401
 
 
-def _random_write(
-    client: TestClient, user: UserHandle, rng: random.Random, live: list[str]
-) -> None:
-    action = rng.choice(["create", "create", "patch", "patch", "delete", "profile"])
-    if action == "create" or not live:
-        live.append(make_rejection(user, company=f"Co {rng.randrange(1000)}")["id"])
-    elif action == "patch":
-        target = rng.choice(live)
-        client.patch(
+class World:
+    """What the random writer has made and not deleted, to pick its next target from."""
+
+    def __init__(self) -> None:
+        self.rejections: list[str] = []
+        self.plans: list[str] = []
+        self.items: list[str] = []
+
+
+def _random_write(client: TestClient, user: UserHandle, rng: random.Random, world: World) -> None:
+    """One write of a kind a device would make, to any of the synced types."""
+    headers = user.headers
+    action = rng.choice(
+        [
+            "create",
+            "create",
+            "patch",
+            "delete",
+            "profile",
+            "step",
+            "feedback",
+            "plan",
+            "item",
+            "item_patch",
+            "item_delete",
+        ]
+    )
+    if action == "create" or not world.rejections:
+        world.rejections.append(make_rejection(user, company=f"Co {rng.randrange(1000)}")["id"])
+        return
+    target = rng.choice(world.rejections)
+    if action == "patch":
+        response = client.patch(
             f"/v1/rejections/{target}",
             json={"notes": f"note {rng.randrange(1000)}", "stage": rng.choice(["phone", "final"])},
-            headers=user.headers,
+            headers=headers,
         )
     elif action == "delete":
-        target = live.pop(rng.randrange(len(live)))
-        client.delete(f"/v1/rejections/{target}", headers=user.headers)
-    else:
-        client.put(
+        world.rejections.remove(target)
+        response = client.delete(f"/v1/rejections/{target}", headers=headers)
+    elif action == "profile":
+        response = client.put(
             "/v1/me/profile",
             json={"goals": [f"goal {rng.randrange(1000)}"], "values": [], "target_roles": []},
-            headers=user.headers,
+            headers=headers,
         )
+    elif action == "step":
+        response = client.put(
+            f"/v1/rejections/{target}/reflection/steps/attitude",
+            json={"status": "done", "content": {"confidence": rng.randint(1, 5)}},
+            headers=headers,
+        )
+    elif action == "feedback":
+        response = client.post(
+            f"/v1/rejections/{target}/feedback-requests",
+            json={"channel": "phone", "recipient_name": "Dana"},
+            headers=headers,
+        )
+    elif action == "plan" or not world.plans:
+        response = client.post(
+            "/v1/action-plans", json={"title": f"Plan {rng.randrange(1000)}"}, headers=headers
+        )
+        world.plans.append(response.json()["id"])
+    elif action == "item" or not world.items:
+        plan = rng.choice(world.plans)
+        response = client.post(
+            f"/v1/action-plans/{plan}/items", json={"title": "Practise"}, headers=headers
+        )
+        world.items.append(response.json()["id"])
+    elif action == "item_patch":
+        response = client.patch(
+            f"/v1/action-items/{rng.choice(world.items)}",
+            json={"progress": rng.randrange(0, 100, 10)},
+            headers=headers,
+        )
+    else:
+        item = world.items.pop(rng.randrange(len(world.items)))
+        response = client.delete(f"/v1/action-items/{item}", headers=headers)
+    assert response.status_code in (200, 201, 204), (action, response.text)
 
 
 def test_a_client_syncing_between_writes_ends_with_the_server_state(
@@ -219,15 +276,15 @@ def test_a_client_syncing_between_writes_ends_with_the_server_state(
 ) -> None:
     rng = random.Random(20261125)
     user = make_user(client)
-    live: list[str] = []
-    for _ in range(12):
-        _random_write(client, user, rng, live)
+    world = World()
+    for _ in range(15):
+        _random_write(client, user, rng, world)
     phone, laptop = Replica(), Replica()
     # The phone syncs a page at a time while writes keep landing between its pages.
     for _ in range(40):
         phone.pull(client.get, user.headers, limit=rng.randint(1, 4))
         for _ in range(rng.randint(0, 2)):
-            _random_write(client, user, rng, live)
+            _random_write(client, user, rng, world)
     phone.sync(client.get, user.headers, limit=3)
     # The laptop starts from scratch at the end, in one go.
     laptop.sync(client.get, user.headers, limit=500)
@@ -235,9 +292,10 @@ def test_a_client_syncing_between_writes_ends_with_the_server_state(
     assert phone.objects == expected
     assert laptop.objects == expected
     rejections = {key[1] for key in expected if key[0] == "rejection"}
-    assert rejections == set(live)
+    assert rejections == set(world.rejections)
+    assert {kind for kind, _ in expected} == {sync_type.name for sync_type in sync_types()}
     # Incremental: one more change, one more small page.
-    _random_write(client, user, rng, live)
+    _random_write(client, user, rng, world)
     phone.sync(client.get, user.headers)
     assert phone.objects == server_state(engine, user.id)
 
