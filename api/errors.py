@@ -243,5 +243,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
+        # The route template, never the raw path: paths such as /f/{token} carry secrets.
+        route = request.scope.get("route")
+        log.exception("unhandled_error", route=getattr(route, "path", None))
         return problem_response(500, "Something went wrong on our side; it has been logged.")
