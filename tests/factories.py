@@ -80,9 +80,7 @@ def make_api_key(
     return created, {"Authorization": f"Bearer {created['key']}"}
 
 
-def make_grant(
-    user: UserHandle, org_id: str, scopes: list[str], **fields: Any
-) -> dict[str, Any]:
+def make_grant(user: UserHandle, org_id: str, scopes: list[str], **fields: Any) -> dict[str, Any]:
     """`user` lets the organisation read what `scopes` name."""
     response = user.client.post(
         "/v1/me/grants", json={"org_id": org_id, "scopes": scopes, **fields}, headers=user.headers
@@ -100,8 +98,6 @@ def make_advisor(client: TestClient, owner: UserHandle, org_id: str) -> UserHand
         headers=owner.headers,
     )
     assert invite.status_code == 201, invite.text
-    accepted = client.post(
-        f"/v1/invites/{invite.json()['token']}/accept", headers=advisor.headers
-    )
+    accepted = client.post(f"/v1/invites/{invite.json()['token']}/accept", headers=advisor.headers)
     assert accepted.status_code == 201, accepted.text
     return advisor
