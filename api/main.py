@@ -28,6 +28,7 @@ from api.http.middleware import (
     SecurityHeadersMiddleware,
 )
 from api.http.rate_limit import RateLimiter, RateLimitMiddleware
+from api.http.transaction import TransactionGate
 from api.insights.router import router as insights_router
 from api.migrations import current_revisions, head_revisions
 from api.orgs.router import router as orgs_router
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.rate_limiter = RateLimiter(settings)
+    app.state.transaction_gate = TransactionGate(sqlite=settings.is_sqlite)
 
     install_error_handlers(app)
 

@@ -11,9 +11,11 @@ sync endpoint runs inline on the event loop: no thread hop on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request, Response
@@ -27,6 +29,46 @@ from api.errors import Problem, ServiceUnavailable
 from api.http.idempotency import begin_idempotent_request, store_idempotent_response
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class TransactionGate:
+    """How many transactions may be open at once in this process.
+
+    An open transaction holds a pool connection (on SQLite, a writer also holds the write
+    lock) while it waits for the event loop or a pool thread. Admitting more than there are
+    connections and threads deadlocks: each connection held by a request that waits for a
+    thread, a thread or the loop blocked waiting for a connection or the lock. So requests
+    queue here, on the event loop, holding nothing; one that waits too long gets 503.
+    SQLite takes one writer at a time anyway, so its writers queue here, not in SQLite.
+    """
+
+    WAIT_SECONDS = 10.0
+
+    def __init__(self, *, sqlite: bool) -> None:
+        # Below the pool (50 connections) and the thread pool (40 threads), leaving room
+        # for the embedded worker's connections.
+        self.open = asyncio.Semaphore(30)
+        self.writes = asyncio.Semaphore(1 if sqlite else 20)
+
+    @asynccontextmanager
+    async def admitted(self, *, write: bool) -> AsyncIterator[None]:
+        taken: list[asyncio.Semaphore] = []
+        try:
+            for gate in (self.open, self.writes) if write else (self.open,):
+                await asyncio.wait_for(gate.acquire(), self.WAIT_SECONDS)
+                taken.append(gate)
+        except TimeoutError:
+            for gate in taken:
+                gate.release()
+            raise ServiceUnavailable(
+                "The service is busy right now; try again shortly.",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            yield
+        finally:
+            for gate in reversed(taken):
+                gate.release()
 
 
 def _run_inline(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,9 +93,14 @@ class TransactionalRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def run_in_transaction(request: Request) -> Response:
-            engine = request.app.state.engine
             write = request.method not in SAFE_METHODS
             await begin_idempotent_request(request)
+            gate: TransactionGate = request.app.state.transaction_gate
+            async with gate.admitted(write=write):
+                return await _run(request, write=write)
+
+        async def _run(request: Request, *, write: bool) -> Response:
+            engine = request.app.state.engine
             try:
                 session = (
                     await run_in_threadpool(open_session, engine, write=True)
