@@ -92,7 +92,8 @@ def _float(value: Any, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _local_today(user: User) -> date:
+def local_today(user: User) -> date:
+    """Today's date where the user lives (UTC when their zone is unknown)."""
     try:
         zone = ZoneInfo(user.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -108,6 +109,7 @@ class _Scope:
     user: User
     date_from: date | None
     date_to: date | None
+    today: date
 
     @property
     def postgres(self) -> bool:
@@ -286,7 +288,7 @@ def _actions(scope: _Scope) -> ActionInsights:
             func.count(),
             func.count().filter(status == ActionItemStatus.done.value),
             func.count().filter(status == ActionItemStatus.dropped.value),
-            func.count().filter(status.in_(OPEN_STATUSES), due_on < _local_today(scope.user)),
+            func.count().filter(status.in_(OPEN_STATUSES), due_on < scope.today),
         ).where(col(ActionItem.user_id) == scope.user.id, col(ActionItem.deleted_at).is_(None))
     ).one()
     return ActionInsights(
@@ -473,11 +475,22 @@ def compute_insights(
     user: User,
     date_from: date | None = None,
     date_to: date | None = None,
+    today: date | None = None,
 ) -> InsightsRead:
-    """The user's insights over rejections with `rejected_on` in [date_from, date_to]."""
+    """The user's insights over rejections with `rejected_on` in [date_from, date_to].
+
+    `today` is the user's local date (by default, now's); a caller that caches the answer
+    passes the date it keys the cache with.
+    """
     if date_from is not None and date_to is not None and date_from > date_to:
         raise Unprocessable("from must not be after to.", loc=["query", "from"])
-    scope = _Scope(session=session, user=user, date_from=date_from, date_to=date_to)
+    scope = _Scope(
+        session=session,
+        user=user,
+        date_from=date_from,
+        date_to=date_to,
+        today=today if today is not None else local_today(user),
+    )
     by_stage, by_reason, by_decided_by = _breakdown(scope)
     rejections = sum(by_stage.values())
     completed, mood = _reflections(scope)
