@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
-from fastapi import Query
+import orjson
+from fastapi import Query, Response
 from pydantic import BaseModel
-from sqlmodel import Session
+from sqlalchemy import Column, Row, Select
+from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
 
 from api.errors import Unprocessable
@@ -25,6 +28,7 @@ class HasId(Protocol):
 
 
 M = TypeVar("M", bound=HasId)
+R = TypeVar("R", bound=Any)
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
 Cursor = Annotated[
@@ -61,10 +65,60 @@ def paginate(
     cursor: str | None,
 ) -> tuple[list[M], str | None]:
     """One page of `statement`, newest id first, and the cursor of the next page."""
+    rows = list(session.exec(_one_page(statement, id_column, limit=limit, cursor=cursor)))
+    return _with_next_cursor(rows, limit)
+
+
+def paginate_rows(
+    session: Session,
+    statement: Select[Any],
+    id_column: Any,
+    *,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Row[Any]], str | None]:
+    """`paginate` for a select of plain columns: the rows need none of the ORM's work."""
+    page = _one_page(statement, id_column, limit=limit, cursor=cursor)
+    return _with_next_cursor(list(session.connection().execute(page)), limit)
+
+
+S = TypeVar("S", bound=Select[Any])
+
+
+def _one_page(statement: S, id_column: Any, *, limit: int, cursor: str | None) -> S:
     if cursor is not None:
         statement = statement.where(id_column < decode_cursor(cursor))
-    rows = list(session.exec(statement.order_by(id_column.desc()).limit(limit + 1)))
+    return statement.order_by(id_column.desc()).limit(limit + 1)
+
+
+def _with_next_cursor(rows: list[R], limit: int) -> tuple[list[R], str | None]:
     if len(rows) <= limit:
         return rows, None
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].id)
+
+
+# --- lists straight from rows to JSON --------------------------------------------------
+#
+# A hot list (the rejections a client opens the app on) skips the ORM and the per-row
+# models: it selects exactly the columns of its read schema and writes the rows as JSON.
+# The rows come from typed columns, so they already have the schema's types; the route
+# keeps `Page[Schema]` as its documented response, and tests check that an item of the
+# list is the same JSON as the schema makes of the same row.
+
+
+def read_columns(table: type[SQLModel], schema: type[BaseModel]) -> tuple[Column[Any], ...]:
+    """The columns of `table` that make up `schema`, in the schema's field order."""
+    columns = table.__table__.c  # type: ignore[attr-defined]
+    missing = [name for name in schema.model_fields if name not in columns]
+    if missing:
+        raise TypeError(f"{schema.__name__} has fields that are not columns: {missing}")
+    return tuple(columns[name] for name in schema.model_fields)
+
+
+def page_response(rows: Sequence[Row[Any]], next_cursor: str | None) -> Response:
+    """A `Page` of rows selected with `read_columns`, as an `application/json` response."""
+    names = rows[0]._fields if rows else ()
+    items = [dict(zip(names, row, strict=True)) for row in rows]
+    body = orjson.dumps({"items": items, "next_cursor": next_cursor}, option=orjson.OPT_UTC_Z)
+    return Response(body, media_type="application/json")

@@ -22,7 +22,7 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import Storage as AsyncStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter as AsyncSlidingWindow
 from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.config import Settings
@@ -53,6 +53,64 @@ class RateDecision:
         ]
 
 
+class LocalSlidingWindow:
+    """limits' sliding window counter for one process, in a plain dictionary.
+
+    Two fixed windows per bucket; the previous one counts in proportion to how much of it
+    still overlaps the sliding window. limits' own memory storage starts a timer thread to
+    expire keys whenever a key is counted, which cost more than the rest of a request's
+    rate limiting; this runs only on the event loop (no lock needed) and drops idle
+    buckets in one sweep per window.
+    """
+
+    def __init__(self, item: RateLimitItem) -> None:
+        self.amount = item.amount
+        self.window = item.get_expiry()
+        # bucket -> [index of the current window, previous window's count, current count]
+        self._buckets: dict[str, list[int]] = {}
+        self._swept_at = 0
+
+    def _counts(self, bucket: str, now: float) -> tuple[list[int], float]:
+        """The bucket's counts moved to the window `now` is in, and how far into it `now` is."""
+        index = int(now // self.window)
+        if index != self._swept_at:
+            self._swept_at = index
+            self._buckets = {b: c for b, c in self._buckets.items() if c[0] >= index - 1}
+        counts = self._buckets.get(bucket)
+        if counts is None or counts[0] < index - 1:
+            counts = self._buckets[bucket] = [index, 0, 0]
+        elif counts[0] == index - 1:
+            counts[:] = [index, counts[2], 0]
+        return counts, (now % self.window) / self.window
+
+    def _weighted(self, counts: list[int], into: float) -> float:
+        return counts[1] * (1 - into) + counts[2]
+
+    def has_room(self, bucket: str) -> bool:
+        counts, into = self._counts(bucket, time.time())
+        return self._weighted(counts, into) + 1 <= self.amount
+
+    def hit(self, bucket: str) -> RateDecision:
+        counts, into = self._counts(bucket, time.time())
+        weighted = self._weighted(counts, into)
+        allowed = weighted + 1 <= self.amount
+        if allowed:
+            counts[2] += 1
+            weighted += 1
+        window_left = self.window * (1 - into)
+        if allowed or counts[1] == 0:
+            reset_in = window_left
+        else:
+            # The previous window's share drains linearly over this window.
+            reset_in = min(window_left, (weighted + 1 - self.amount) * self.window / counts[1])
+        return RateDecision(
+            allowed,
+            self.amount,
+            max(0, math.floor(self.amount - weighted)),
+            max(0 if allowed else 1, math.ceil(reset_in)),
+        )
+
+
 class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self.storage = storage_from_string(settings.rate_limit_storage)
@@ -63,10 +121,9 @@ class RateLimiter:
         # In memory the calls are plain dictionary work: made inline, no awaiting. Any
         # other storage is a network round trip: made with limits' asyncio client, so
         # the event loop never blocks on it.
-        self._memory = settings.rate_limit_storage.startswith("memory")
-        self._requests = SlidingWindowCounterRateLimiter(self.storage)
+        self._local = LocalSlidingWindow(self.request_limit)
         self._async_requests: AsyncSlidingWindow | None = None
-        if not self._memory:
+        if not settings.rate_limit_storage.startswith("memory"):
             options: dict[str, Any] = {}
             if settings.rate_limit_storage.startswith(("redis", "rediss")):
                 options["implementation"] = "redispy"
@@ -78,16 +135,14 @@ class RateLimiter:
 
     async def hit_request(self, bucket: str) -> RateDecision:
         """Count one request against `bucket`; say whether it may go on, and the window."""
+        if self._async_requests is None:
+            return self._local.hit(bucket)
         item = self.request_limit
         try:
-            if self._async_requests is None:
-                allowed = self._requests.hit(item, "request", bucket)
-                reset_at, remaining = self._requests.get_window_stats(item, "request", bucket)
-            else:
-                allowed = await self._async_requests.hit(item, "request", bucket)
-                reset_at, remaining = await self._async_requests.get_window_stats(
-                    item, "request", bucket
-                )
+            allowed = await self._async_requests.hit(item, "request", bucket)
+            reset_at, remaining = await self._async_requests.get_window_stats(
+                item, "request", bucket
+            )
         except Exception as exc:
             # The limit store is down: serve rather than fail every request; say so.
             now = time.monotonic()
@@ -101,11 +156,10 @@ class RateLimiter:
         return RateDecision(allowed, item.amount, remaining, reset_in)
 
     async def request_bucket_has_room(self, bucket: str) -> bool:
-        item = self.request_limit
+        if self._async_requests is None:
+            return self._local.has_room(bucket)
         try:
-            if self._async_requests is None:
-                return self._requests.test(item, "request", bucket)
-            return await self._async_requests.test(item, "request", bucket)
+            return await self._async_requests.test(self.request_limit, "request", bucket)
         except Exception:
             return True
 
@@ -138,33 +192,6 @@ class RateLimiter:
         self.limiter.hit(self.login_limit, "login-address", address)
 
 
-class _TokenIdentities:
-    """Who a verified access token belongs to, remembered until the token expires.
-
-    Verifying a token's signature costs about a tenth of a millisecond; a client sends the
-    same token for many requests, so the answer is kept (bounded, cleared when full).
-    """
-
-    MAX_ENTRIES = 10_000
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._known: dict[str, tuple[str, float]] = {}
-
-    def user_id(self, token: str) -> str | None:
-        known = self._known.get(token)
-        now = time.time()
-        if known is not None and known[1] > now:
-            return known[0]
-        claims = decode_access_token(self.settings, token)
-        if claims is None:
-            return None
-        if len(self._known) >= self.MAX_ENTRIES:
-            self._known.clear()
-        self._known[token] = (claims.user_id, claims.expires_at.timestamp())
-        return claims.user_id
-
-
 def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -176,7 +203,7 @@ class RateLimitMiddleware:
     def __init__(self, app: ASGIApp, limiter: RateLimiter, settings: Settings) -> None:
         self.app = app
         self.limiter = limiter
-        self.identities = _TokenIdentities(settings)
+        self.settings = settings
 
     def bucket(self, scope: Scope) -> tuple[str, bool]:
         """The bucket this request counts against, and whether it is an API key's."""
@@ -189,9 +216,9 @@ class RateLimitMiddleware:
                 if token.startswith(API_KEY_PREFIX):
                     digest = hashlib.sha256(token.encode()).hexdigest()[:32]
                     return f"key:{digest}", True
-                user_id = self.identities.user_id(token)
-                if user_id is not None:
-                    return f"user:{user_id}", False
+                claims = decode_access_token(self.settings, token)
+                if claims is not None:
+                    return f"user:{claims.user_id}", False
                 break
         return f"address:{client_address(scope)}", False
 

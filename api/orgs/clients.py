@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +26,7 @@ from api.db import SessionDep
 from api.errors import NotFound
 from api.feedback import service as feedback
 from api.feedback.schemas import FeedbackRequestRead
-from api.http.pagination import Cursor, Limit, Page
+from api.http.pagination import Cursor, Limit, Page, page_response
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 from api.insights import service as insights
@@ -161,7 +161,9 @@ def scoped_read(scope: str) -> Callable[[Callable[P, R]], Callable[P, Awaitable[
     return decorate
 
 
-@router.get("/{user_id}/rejections", responses=problems(401, 404, 422))
+@router.get(
+    "/{user_id}/rejections", response_model=Page[RejectionRead], responses=problems(401, 404, 422)
+)
 @scoped_read("rejections:read")
 def list_client_rejections(
     access: Client,
@@ -172,11 +174,11 @@ def list_client_rejections(
     reason_code: ReasonCode | None = None,
     rejected_from: date | None = None,
     rejected_to: date | None = None,
-) -> Page[RejectionRead]:
+) -> Response:
     """A client's rejections, newest first (scope `rejections:read`)."""
     rows, next_cursor = rejections.list_rejections(
         session=session,
-        owner=access.client,
+        owner_id=access.client.id,
         limit=limit,
         cursor=cursor,
         stage=stage,
@@ -184,7 +186,7 @@ def list_client_rejections(
         rejected_from=rejected_from,
         rejected_to=rejected_to,
     )
-    return Page(items=[rejection_read(row) for row in rows], next_cursor=next_cursor)
+    return page_response(rows, next_cursor)
 
 
 @router.get("/{user_id}/rejections/{rejection_id}", responses=problems(401, 404))

@@ -21,6 +21,7 @@ from api.auth.dependencies import (
     API_KEY_PREFIX,
     CurrentUser,
     SettingsDep,
+    get_access_claims,
     get_current_user,
     oauth2_scheme,
 )
@@ -123,7 +124,8 @@ async def _user_unless_api_key(
     """The logged-in user, or None when an API key is presented (checked elsewhere)."""
     if token and token.startswith(API_KEY_PREFIX):
         return None
-    return await get_current_user(request, session, settings, token)
+    claims = await get_access_claims(settings, token)
+    return await get_current_user(request, session, claims)
 
 
 def _member_actor(session: Session, *, org_id: str, user: User) -> OrgActor:

@@ -4,10 +4,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from api.auth.dependencies import CurrentUser
+from api.auth.dependencies import CurrentUser, CurrentUserId
 from api.db import SessionDep
 from api.http.etag import set_etag
-from api.http.pagination import Cursor, Limit, Page
+from api.http.pagination import Cursor, Limit, Page, page_response
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 from api.models import Rejection
@@ -34,9 +34,9 @@ def create_rejection(
     return rejection_read(rejection)
 
 
-@router.get("", responses=problems(401, 422))
+@router.get("", response_model=Page[RejectionRead], responses=problems(401, 422))
 def list_rejections(
-    user: CurrentUser,
+    user_id: CurrentUserId,
     session: SessionDep,
     limit: Limit = 20,
     cursor: Cursor = None,
@@ -52,11 +52,11 @@ def list_rejections(
             max_length=200, description="Text to find in company, role, reason, notes or location."
         ),
     ] = None,
-) -> Page[RejectionRead]:
+) -> Response:
     """The user's rejections, newest first, with filters."""
     rows, next_cursor = service.list_rejections(
         session=session,
-        owner=user,
+        owner_id=user_id,
         limit=limit,
         cursor=cursor,
         stage=stage,
@@ -67,7 +67,7 @@ def list_rejections(
         rejected_to=rejected_to,
         q=q,
     )
-    return Page(items=[rejection_read(row) for row in rows], next_cursor=next_cursor)
+    return page_response(rows, next_cursor)
 
 
 @router.get("/{rejection_id}", responses=problems(401, 404))

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, func, or_, true, type_coerce
+from sqlalchemy import ColumnElement, Row, func, or_, true, type_coerce
+from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.feedback.service import retire_for_deleted_rejection
-from api.http.pagination import paginate
+from api.http.pagination import paginate_rows, read_columns
 from api.models import Reflection, Rejection, User
 from api.models.rejection import ReasonCode, Stage
 from api.reflections.service import create_reflection
-from api.rejections.schemas import RejectionCreate, RejectionUpdate
+from api.rejections.schemas import RejectionCreate, RejectionRead, RejectionUpdate
+
+READ_COLUMNS = read_columns(Rejection, RejectionRead)
 
 
 def local_today(user: User) -> date:
@@ -72,7 +75,7 @@ def _tag_filter(session: Session, tag: str) -> ColumnElement[bool]:
 def list_rejections(
     *,
     session: Session,
-    owner: User,
+    owner_id: str,
     limit: int,
     cursor: str | None,
     stage: Stage | None = None,
@@ -82,10 +85,10 @@ def list_rejections(
     rejected_from: date | None = None,
     rejected_to: date | None = None,
     q: str | None = None,
-) -> tuple[list[Rejection], str | None]:
-    """The owner's live rejections, newest first, filtered."""
-    statement: SelectOfScalar[Rejection] = select(Rejection).where(
-        Rejection.user_id == owner.id,
+) -> tuple[list[Row[Any]], str | None]:
+    """The owner's live rejections, newest first, filtered: rows of `RejectionRead`'s columns."""
+    statement = select_columns(*READ_COLUMNS).where(
+        col(Rejection.user_id) == owner_id,
         col(Rejection.deleted_at).is_(None),
     )
     conditions: list[ColumnElement[bool]] = []
@@ -120,7 +123,7 @@ def list_rejections(
             )
         )
     statement = statement.where(*conditions) if conditions else statement.where(true())
-    return paginate(session, statement, Rejection.id, limit=limit, cursor=cursor)
+    return paginate_rows(session, statement, Rejection.id, limit=limit, cursor=cursor)
 
 
 def update_rejection(

@@ -160,3 +160,28 @@ def test_pagination_is_stable_while_rows_are_added(client: TestClient) -> None:
     assert client.get("/v1/rejections?limit=0", headers=user.headers).status_code == 422
     assert client.get("/v1/rejections?limit=101", headers=user.headers).status_code == 422
     assert client.get("/v1/rejections?cursor=%%%", headers=user.headers).status_code == 422
+
+
+def test_list_items_are_the_same_json_as_the_rejection_itself(client: TestClient) -> None:
+    """The list writes rows straight to JSON; each item must be what GET of it says."""
+    user = make_user(client)
+    full = make_rejection(
+        user,
+        job_url="https://jobs.example.com/1",
+        location="Zürich",
+        reason_text="Another candidate had more \"hands-on\" experience.\nLine two.",
+        tags=["fintech", "remote"],
+        notes="Friendly panel; ✓ good questions.",
+        emotional_impact=4,
+        channel="phone",
+        decided_by="candidate",
+    )
+    sparse = make_rejection(user, applied_on=None, contact_name=None, contact_email=None)
+    listed = client.get("/v1/rejections", headers=user.headers)
+    assert listed.status_code == 200
+    assert listed.headers["content-type"] == "application/json"
+    items = {item["id"]: item for item in listed.json()["items"]}
+    for created in (full, sparse):
+        one = client.get(f"/v1/rejections/{created['id']}", headers=user.headers).json()
+        assert items[created["id"]] == one
+        assert list(items[created["id"]]) == list(one)  # same fields, same order
