@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -240,6 +241,34 @@ def install_error_handlers(app: FastAPI) -> None:
             title="Unprocessable Content",
             extra={"errors": [{"loc": [], "msg": "invalid value", "type": "value_error"}]},
         )
+
+    def _database_unreachable(request: Request, exc: Exception) -> JSONResponse:
+        route = request.scope.get("route")
+        log.warning(
+            "database_unreachable", route=getattr(route, "path", None), error=type(exc).__name__
+        )
+        return problem_response(
+            503,
+            "The database is not reachable right now; try again shortly.",
+            headers={"Retry-After": "1"},
+        )
+
+    # The database went away (restarted, failed over, a connection cut) wherever it is
+    # noticed, including after the route's own handling, e.g. while a session closes:
+    # a 503 the client may retry, never a 500.
+    @app.exception_handler(OperationalError)
+    async def _operational(request: Request, exc: OperationalError) -> JSONResponse:
+        return _database_unreachable(request, exc)
+
+    @app.exception_handler(PoolTimeoutError)
+    async def _pool_timeout(request: Request, exc: PoolTimeoutError) -> JSONResponse:
+        return _database_unreachable(request, exc)
+
+    @app.exception_handler(DBAPIError)
+    async def _dbapi(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return _database_unreachable(request, exc)
+        raise exc  # any other database error is a bug: the 500 handler below logs it
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:

@@ -20,7 +20,7 @@ from api.db import make_engine, open_session
 from api.main import create_app
 from api.migrations import upgrade
 
-pytest_plugins = ["tests.plugins.smtp", "tests.plugins.browser"]
+pytest_plugins = ["tests.plugins.smtp", "tests.plugins.browser", "tests.plugins.private_postgres"]
 
 
 def _create_postgres_database(url: str) -> str:
