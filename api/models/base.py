@@ -12,8 +12,9 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, text
+from sqlalchemy import BigInteger, Table, insert, text
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Field, SQLModel
 
 from api.db import UTCDateTime, new_id, utcnow
@@ -47,8 +48,8 @@ class Tracked(Timestamped):
     deleted_at: datetime | None = timestamp_field(nullable=True)
 
 
-def _claim_sync_numbers(session: OrmSession, user_id: str, count: int) -> int:
-    """Reserve `count` numbers of the user's change counter; returns the last one."""
+def claim_sync_numbers(session: OrmSession, user_id: str, count: int) -> range:
+    """Reserve the next `count` numbers of the user's change counter, in one UPDATE."""
     row = (
         session.connection()
         .execute(
@@ -58,13 +59,36 @@ def _claim_sync_numbers(session: OrmSession, user_id: str, count: int) -> int:
         .first()
     )
     if row is not None:
-        return int(row[0])
+        last = int(row[0])
+        return range(last - count + 1, last + 1)
     # The user is being created in this very flush: count on its new row instead.
     for obj in session.new:
         if getattr(obj, "__tablename__", None) == "users" and obj.id == user_id:
-            obj.sync_seq = (obj.sync_seq or 0) + count
-            return int(obj.sync_seq)
+            first = (obj.sync_seq or 0) + 1
+            obj.sync_seq = first + count - 1
+            return range(first, first + count)
     raise RuntimeError(f"tracked object of unknown user {user_id}")
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def insert_now(session: OrmSession, obj: SQLModel) -> None:
+    """INSERT a new object at once with a plain statement, and keep it in the session as
+    if it had just been loaded (persistent, nothing pending).
+
+    For the hot create path: no unit-of-work flush, so no flush hook either; for a tracked
+    object the caller sets what the hook would (version 1, `updated_at`, a number from
+    `claim_sync_numbers`).
+    """
+    table = table_of(type(obj))
+    session.connection().execute(
+        insert(table), {column.key: getattr(obj, column.key) for column in table.columns}
+    )
+    make_transient_to_detached(obj)
+    session.add(obj)
 
 
 def track_changes(session: OrmSession, _context: Any, _instances: Any) -> None:
@@ -81,6 +105,6 @@ def track_changes(session: OrmSession, _context: Any, _instances: Any) -> None:
             obj.updated_at = now
             changed[obj.user_id].append(obj)
     for user_id, objects in changed.items():
-        last = _claim_sync_numbers(session, user_id, len(objects))
-        for offset, obj in enumerate(objects):
-            obj.sync_seq = last - len(objects) + 1 + offset
+        numbers = claim_sync_numbers(session, user_id, len(objects))
+        for obj, number in zip(objects, numbers, strict=True):
+            obj.sync_seq = number

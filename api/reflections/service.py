@@ -12,14 +12,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import Session, col, delete, select
 
 from api.accounts.service import get_profile
-from api.db import utcnow
+from api.db import new_id, utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.models import Profile, Reflection, ReflectionStep, Rejection, User
 from api.models.action_plan import ActionItem
+from api.models.base import table_of
 from api.models.feedback import FeedbackRequest
 from api.models.rejection import ReflectionSkill
 from api.reflections.guide import GUIDE, step_prompt, suggest_next_step
@@ -52,21 +54,46 @@ from api.reflections.steps import (
 from api.sync.registry import register_sync_type
 
 
-def create_reflection(*, session: Session, rejection: Rejection) -> Reflection:
-    """The rejection's reflection with its seven steps, not started."""
-    reflection = Reflection(user_id=rejection.user_id, rejection_id=rejection.id)
-    session.add(reflection)
-    session.flush()  # rows without ORM relationships are inserted in the order flushed
-    session.add_all(
-        ReflectionStep(
-            user_id=rejection.user_id,
-            reflection_id=reflection.id,
-            key=key.value,
-            order=position,
-        )
-        for position, key in enumerate(STEP_ORDER, start=1)
+def create_reflection(*, session: Session, rejection: Rejection, sync_seq: int) -> str:
+    """The new rejection's reflection with its seven steps, not started; returns its id.
+
+    Part of every create, so it is written with two plain INSERTs (the steps in one
+    executemany) instead of a flush. The reflection is a tracked row: version 1, the
+    rejection's timestamp, and `sync_seq`, the owner's number the caller claimed for it
+    (`api.models.base.claim_sync_numbers`), as the flush hook would set them.
+    """
+    reflection_id = new_id()
+    now = rejection.created_at
+    connection = session.connection()
+    connection.execute(
+        insert(table_of(Reflection)),
+        {
+            "id": reflection_id,
+            "user_id": rejection.user_id,
+            "rejection_id": rejection.id,
+            "version": 1,
+            "sync_seq": sync_seq,
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    return reflection
+    # Each step gets its id and its not-started status and empty content from the
+    # model's column defaults.
+    connection.execute(
+        insert(table_of(ReflectionStep)),
+        [
+            {
+                "user_id": rejection.user_id,
+                "reflection_id": reflection_id,
+                "key": key.value,
+                "order": position,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for position, key in enumerate(STEP_ORDER, start=1)
+        ],
+    )
+    return reflection_id
 
 
 def get_reflection(*, session: Session, rejection: Rejection, lock: bool = False) -> Reflection:
