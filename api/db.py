@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, Request
 from sqlalchemy import JSON, DateTime, TypeDecorator, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -76,6 +77,7 @@ def make_engine(settings: Settings) -> Engine:
         file_pool = {"pool_size": 20, "max_overflow": 30, "pool_timeout": 5}
         engine = create_engine(
             url,
+            json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
             **(file_pool if path and path != ":memory:" else {}),
         )
@@ -85,6 +87,7 @@ def make_engine(settings: Settings) -> Engine:
     # for a connection that a thread holds.
     return create_engine(
         url,
+        json_deserializer=orjson.loads,
         pool_size=20,
         max_overflow=30,
         pool_timeout=5,

@@ -40,10 +40,11 @@ from api.webhooks.router import router as webhooks_router
 from api.worker.registry import WorkerContext
 from api.worker.runner import new_worker_id, run_forever
 
+# Matched in this order, so the busiest come first.
 ROUTERS = (
+    rejections_router,
     auth_router,
     accounts_router,
-    rejections_router,
     reflections_router,
     feedback_router,
     action_plans_router,
@@ -116,9 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _replay(_request: Request, exc: IdempotentReplay) -> Response:
         return exc.response()
 
-    for router in ROUTERS:
-        app.include_router(router)
-
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process answers."""
@@ -155,6 +153,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
         return Response(render_metrics(engine), media_type=CONTENT_TYPE_LATEST)
+
+    # After the probes, which are asked for often and must not scan every route first.
+    for router in ROUTERS:
+        app.include_router(router)
 
     # Outermost last: a request passes the request id, the security headers, CORS, the
     # request log (which answers an unhandled error with a 500 problem), the rate limit

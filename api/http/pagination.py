@@ -79,7 +79,7 @@ def paginate_rows(
 ) -> tuple[list[Row[Any]], str | None]:
     """`paginate` for a select of plain columns: the rows need none of the ORM's work."""
     page = _one_page(statement, id_column, limit=limit, cursor=cursor)
-    return _with_next_cursor(list(session.connection().execute(page)), limit)
+    return _with_next_cursor(list(session.connection().execute(page).all()), limit)
 
 
 S = TypeVar("S", bound=Select[Any])
