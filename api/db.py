@@ -113,8 +113,9 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # A writing transaction takes SQLite's write lock at BEGIN: writers queue on the
         # busy timeout instead of failing when a read lock cannot be upgraded.
+        # Straight to the driver: the statement needs none of SQLAlchemy's execution work.
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
 def open_session(engine: Engine, *, write: bool = True) -> Session:

@@ -33,7 +33,7 @@ INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="rebound", error="invalid_tok
 
 
 async def get_access_claims(
-    settings: SettingsDep, token: Annotated[str | None, Depends(oauth2_scheme)]
+    request: Request, token: Annotated[str | None, Depends(oauth2_scheme)]
 ) -> AccessClaims:
     """The claims of the request's access token (signature, expiry and audience checked)."""
     if not token:
@@ -42,7 +42,7 @@ async def get_access_claims(
         raise Unauthorized(
             "API keys act for an organisation; this endpoint needs a user's access token."
         )
-    claims = decode_access_token(settings, token)
+    claims = decode_access_token(request.app.state.settings, token)
     if claims is None:
         raise Unauthorized("The access token is invalid or expired.", headers=INVALID_TOKEN)
     return claims

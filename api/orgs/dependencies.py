@@ -20,7 +20,6 @@ from sqlmodel import Session, col, select
 from api.auth.dependencies import (
     API_KEY_PREFIX,
     CurrentUser,
-    SettingsDep,
     get_access_claims,
     get_current_user,
     oauth2_scheme,
@@ -118,13 +117,12 @@ def _actor_of_api_key(request: Request, session: Session, *, org_id: str, secret
 async def _user_unless_api_key(
     request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     token: Annotated[str | None, Depends(oauth2_scheme)],
 ) -> User | None:
     """The logged-in user, or None when an API key is presented (checked elsewhere)."""
     if token and token.startswith(API_KEY_PREFIX):
         return None
-    claims = await get_access_claims(settings, token)
+    claims = await get_access_claims(request, token)
     return await get_current_user(request, session, claims)
 
 
