@@ -22,6 +22,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.db import open_session
@@ -82,6 +83,14 @@ def _run_inline(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return inline
 
 
+def _commit_and_close(session: Session) -> None:
+    """Commit and give the connection back: one trip to the thread pool, not two."""
+    try:
+        session.commit()
+    finally:
+        session.close()
+
+
 class TransactionalRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         # The endpoint's one-line docstring is its OpenAPI summary.
@@ -116,15 +125,18 @@ class TransactionalRoute(APIRoute):
                     headers={"Retry-After": "1"},
                 ) from exc
             request.state.session = session
+            finished = False
             try:
                 response = await handler(request)
                 if write:
                     store_idempotent_response(request, session, response)
-                    await run_in_threadpool(session.commit)
+                    await run_in_threadpool(_commit_and_close, session)
+                    finished = True
                 return response
             except Problem as exc:
                 if exc.keep_changes:
-                    await run_in_threadpool(session.commit)
+                    await run_in_threadpool(_commit_and_close, session)
+                    finished = True
                 raise
             except DBAPIError as exc:
                 if exc.connection_invalidated or isinstance(exc, OperationalError):
@@ -134,9 +146,10 @@ class TransactionalRoute(APIRoute):
                     ) from exc
                 raise
             finally:
-                if write:
-                    await run_in_threadpool(session.close)
-                else:
-                    session.close()
+                if not finished:
+                    if write:
+                        await run_in_threadpool(session.close)
+                    else:
+                        session.close()
 
         return run_in_transaction
