@@ -8,6 +8,8 @@ binaries in a temporary directory, on a free port, for one test:
         url = private_postgres.url  # postgresql+psycopg://postgres@127.0.0.1:<port>/rebound
         private_postgres.stop()     # the database goes away (fast shutdown)
         private_postgres.start()
+        private_postgres.freeze()   # SIGSTOP: connections open, no answers
+        private_postgres.thaw()
 
 It skips when the binaries are missing (fails in CI, see services.py). Run as root, the
 server runs as the `postgres` user, since PostgreSQL refuses to run as root.
@@ -19,6 +21,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -97,6 +100,28 @@ class PrivatePostgres:
         """`fast` disconnects every client and shuts down; `immediate` is like a crash."""
         self._run("pg_ctl", "stop", "-w", "-D", str(self.data), "-m", mode)
 
+    def freeze(self) -> None:
+        """SIGSTOP the server and its backends: connections stay open, nothing answers
+        (a hung server, or a network path that silently drops packets)."""
+        for pid in self._processes():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in self._processes():
+            os.kill(pid, signal.SIGCONT)
+
+    def _processes(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
@@ -124,6 +149,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         yield server
     finally:
         if server.running():
+            server.thaw()
             try:
                 server.stop("immediate")
             except (RuntimeError, subprocess.TimeoutExpired):
