@@ -173,16 +173,16 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # Each is a default: a response that sets its own keeps it.
                 headers = MutableHeaders(scope=message)
-                headers.append("X-Content-Type-Options", "nosniff")
-                if authenticated and "cache-control" not in headers:
-                    headers.append("Cache-Control", "no-store")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                if authenticated:
+                    headers.setdefault("Cache-Control", "no-store")
                 content_type = headers.get("content-type", "")
                 if content_type.startswith("text/html") and not docs_page:
-                    if "content-security-policy" not in headers:
-                        headers.append("Content-Security-Policy", HTML_CONTENT_SECURITY_POLICY)
-                    headers.append("Referrer-Policy", "no-referrer")
-                    headers.append("X-Frame-Options", "DENY")
+                    headers.setdefault("Content-Security-Policy", HTML_CONTENT_SECURITY_POLICY)
+                    headers.setdefault("Referrer-Policy", "no-referrer")
+                    headers.setdefault("X-Frame-Options", "DENY")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
