@@ -29,6 +29,7 @@ from api.models.webhook import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from api.orgs.service import grant_status
 from api.webhooks.schemas import WebhookCreate, WebhookUpdate
 from api.webhooks.signing import new_secret
 from api.webhooks.ssrf import UnsafeTarget, check_target
@@ -278,10 +279,6 @@ def redeliver(
 # Consent
 
 
-def _grant_in_force(grant: Grant, now: datetime) -> bool:
-    return grant.revoked_at is None and (grant.expires_at is None or grant.expires_at > now)
-
-
 def orgs_to_notify(session: Session, event: DomainEvent, now: datetime) -> set[str]:
     """The organisations whose grant from the event's user lets them hear of it now."""
     scope = EVENT_SCOPES[event.type]
@@ -290,14 +287,16 @@ def orgs_to_notify(session: Session, event: DomainEvent, now: datetime) -> set[s
         if grant is None or grant.user_id != event.user_id:
             return set()
         # A revocation is announced although (because) the grant is no longer in force.
-        if event.type == "grant.revoked" or _grant_in_force(grant, now):
+        if event.type == "grant.revoked" or grant_status(grant, now) == "active":
             return {grant.org_id}
         return set()
     grants = session.exec(
         select(Grant).where(col(Grant.user_id) == event.user_id, col(Grant.revoked_at).is_(None))
     ).all()
     return {
-        grant.org_id for grant in grants if _grant_in_force(grant, now) and scope in grant.scopes
+        grant.org_id
+        for grant in grants
+        if grant_status(grant, now) == "active" and scope in grant.scopes
     }
 
 
