@@ -45,11 +45,16 @@ class EmailBackend(Protocol):
 
 
 def _envelope(message: EmailMessage) -> tuple[str, list[str]]:
-    senders = getaddresses([str(message["Sender"] or message["From"] or "")])
+    # From the stored values (message.raw_items), not the parsed headers: getaddresses
+    # parses them anyway, and a header object costs a full RFC 5322 parse per read.
+    fields: dict[str, list[str]] = {}
+    for name, value in message.raw_items():
+        fields.setdefault(name.lower(), []).append(str(value))
+    senders = getaddresses(fields.get("sender") or fields.get("from") or [""])
     recipients = [
         addr
         for _name, addr in getaddresses(
-            [str(value) for field in ("To", "Cc", "Bcc") for value in message.get_all(field, [])]
+            [value for field in ("to", "cc", "bcc") for value in fields.get(field, [])]
         )
         if addr
     ]
@@ -108,6 +113,7 @@ class SmtpBackend:
         self._client: aiosmtplib.SMTP | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
+        self._tls: ssl.SSLContext | None = None
         self.connections_opened = 0
 
     @classmethod
@@ -136,11 +142,14 @@ class SmtpBackend:
         )
 
     def _tls_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if not self.verify_tls:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        # Built once: loading the system's CA certificates costs milliseconds.
+        if self._tls is None:
+            context = ssl.create_default_context()
+            if not self.verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls = context
+        return self._tls
 
     def _guard(self) -> asyncio.Lock:
         # A connection and a lock belong to one event loop; a backend used from a new loop

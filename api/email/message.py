@@ -4,6 +4,12 @@ threading headers, RFC 8058 one-click unsubscribe, text and HTML alternatives.
 Every header value is checked before it is set: a CR or LF (or any other control
 character) in a subject, name or address would let a caller add headers of their own,
 so it is refused with `HeaderInjectionError` instead of being folded or stripped.
+
+The worker builds and flattens thousands of these a minute, and the `email` package's
+header objects are slow (each one a full RFC 5322 parse, again on every read and fold).
+So a value that is plain ASCII and fits one line is stored as it will be written (as a
+parsed message stores its source), and a header is parsed once when read; anything else
+(non-ASCII, long) goes through the package's own encoding and folding.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from email.headerregistry import Address
+from datetime import UTC, datetime
+from email import quoprimime
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import EmailPolicy
-from email.utils import formatdate, parseaddr
+from email.utils import format_datetime, parseaddr
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -40,6 +49,21 @@ class _ReboundPolicy(EmailPolicy):
         if name.lower() in _VERBATIM_HEADERS:
             return f"{name}: {value}{self.linesep}".encode("ascii")
         return super().fold_binary(name, value)
+
+    def header_fetch_parse(self, name: str, value: Any) -> Any:
+        # A stored source value is parsed when read; the generator alone reads a part's
+        # Content-Type several times, so the (immutable) parsed header is cached.
+        if hasattr(value, "name"):
+            return value
+        return _parsed_header(self.header_factory, name, "".join(_LINE_BREAK.split(value)))
+
+
+_LINE_BREAK = re.compile(r"\n|\r")
+
+
+@lru_cache(maxsize=512)
+def _parsed_header(factory: HeaderRegistry, name: str, value: str) -> BaseHeader:
+    return factory(name, value)
 
 
 # 7bit: bodies are quoted-printable or base64, so any relay can carry them.
@@ -80,10 +104,41 @@ def _message_id(field: str, value: str) -> str:
 
 
 def _sender(settings: Settings) -> tuple[str, str]:
-    name, addr = parseaddr(settings.email_from)
+    _value, name, addr = _from_header(settings.email_from)
+    return name, addr
+
+
+def _set_header(message: EmailMessage, name: str, value: str) -> None:
+    """Store a checked header value: as written when it is ASCII and fits one line (and
+    holds nothing a parser would decode, like an encoded-word), else the package's way."""
+    if value.isascii() and len(name) + 2 + len(value) <= 78 and "=?" not in value:
+        message.set_raw(name, value)
+    else:
+        message[name] = value
+
+
+def _text_part(message: EmailMessage, text: str, subtype: str) -> None:
+    """The text as the message's (or part's) content, UTF-8: 7bit when it is ASCII with
+    short lines, else quoted-printable (as `set_content` chooses for such text)."""
+    lines = text.encode("utf-8").splitlines()
+    raw = b"\n".join(lines) + b"\n"
+    if raw.isascii() and all(len(line) <= 78 for line in lines):
+        encoding, body = "7bit", raw.decode("ascii")
+    else:
+        encoding = "quoted-printable"
+        body = quoprimime.body_encode(raw.decode("latin-1"), 78)
+    message.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
+    message.set_raw("Content-Transfer-Encoding", encoding)
+    message.set_payload(body)
+
+
+@lru_cache(maxsize=8)
+def _from_header(email_from: str) -> tuple[str, str, str]:
+    """REBOUND_EMAIL_FROM as a From value, and its name and address."""
+    name, addr = parseaddr(email_from)
     if "@" not in addr:
         raise ValueError("REBOUND_EMAIL_FROM must hold an e-mail address")
-    return name, addr
+    return str(Address(display_name=name, addr_spec=addr)), name, addr
 
 
 def new_message_id(settings: Settings) -> str:
@@ -112,19 +167,23 @@ def build_message(
 
     `reply_to` is the user's own address, so an answer goes to them and not to Rebound.
     Raises `HeaderInjectionError` if any header value could smuggle in a header."""
-    from_name, from_addr = _sender(settings)
+    from_value = _from_header(settings.email_from)[0]
     message = EmailMessage(policy=POLICY)
-    message["From"] = Address(display_name=from_name, addr_spec=from_addr)
-    message["To"] = _address("to", to, to_name)
+    _set_header(message, "From", from_value)
+    _set_header(message, "To", str(_address("to", to, to_name)))
     if reply_to is not None:
-        message["Reply-To"] = _address("reply_to", reply_to, reply_to_name)
-    message["Subject"] = check_header_value("subject", subject)
-    message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = _message_id("message_id", message_id or new_message_id(settings))
+        _set_header(message, "Reply-To", str(_address("reply_to", reply_to, reply_to_name)))
+    _set_header(message, "Subject", check_header_value("subject", subject))
+    message.set_raw("Date", format_datetime(datetime.now(UTC)))
+    _set_header(
+        message, "Message-ID", _message_id("message_id", message_id or new_message_id(settings))
+    )
     if in_reply_to is not None:
-        message["In-Reply-To"] = _message_id("in_reply_to", in_reply_to)
+        _set_header(message, "In-Reply-To", _message_id("in_reply_to", in_reply_to))
     if references:
-        message["References"] = " ".join(_message_id("references", ref) for ref in references)
+        _set_header(
+            message, "References", " ".join(_message_id("references", ref) for ref in references)
+        )
     if list_unsubscribe_url is not None:
         check_header_value("list_unsubscribe_url", list_unsubscribe_url)
         parts = urlsplit(list_unsubscribe_url)
@@ -134,17 +193,24 @@ def build_message(
             or re.search(r"[\s<>\"]", list_unsubscribe_url)
         ):
             raise HeaderInjectionError("list_unsubscribe_url must be a plain http(s) URL")
-        message["List-Unsubscribe"] = f"<{list_unsubscribe_url}>"
+        # Written as is, however long (see _ReboundPolicy).
+        message.set_raw("List-Unsubscribe", f"<{list_unsubscribe_url}>")
         if one_click_unsubscribe:
             # RFC 8058: the mailbox provider POSTs this body to the URL above.
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+            message.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
     elif one_click_unsubscribe:
         raise ValueError("one_click_unsubscribe needs list_unsubscribe_url")
-    message.set_content(text)
-    if html is not None:
-        message.add_alternative(html, subtype="html")
-        # Chosen here, the generator need not search the body for a free boundary (it
-        # compiles a fresh regular expression per message to do so); a random 128-bit
-        # value cannot occur in the QP/base64-encoded parts by chance.
-        message.set_boundary(f"=_rebound_{uuid.uuid4().hex}")
+    message.set_raw("MIME-Version", "1.0")
+    if html is None:
+        _text_part(message, text, "plain")
+        return message
+    for content, subtype in ((text, "plain"), (html, "html")):
+        part = EmailMessage(policy=POLICY)
+        _text_part(part, content, subtype)
+        message.attach(part)
+    # A random 128-bit boundary cannot occur in the 7bit/QP parts by chance, so the
+    # generator need not search the body for a free one.
+    message.set_raw(
+        "Content-Type", f'multipart/alternative;\n boundary="=_rebound_{uuid.uuid4().hex}"'
+    )
     return message

@@ -37,6 +37,8 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship with the code: compiled once, never checked on disk again.
+        auto_reload=False,
     )
     environment.filters["text_to_html"] = text_to_html
     return environment

@@ -15,11 +15,11 @@ from `scheduled`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter
@@ -57,7 +57,7 @@ from api.models.feedback import (
 from api.models.rejection import Stage
 from api.security import hash_token, new_token
 from api.sync.registry import register_sync_type
-from api.worker.queue import enqueue
+from api.worker.queue import enqueue, enqueue_many
 
 # The recipient's link works for this long after the message that carries it was sent.
 TOKEN_TTL = timedelta(days=60)
@@ -86,6 +86,7 @@ ANSWERABLE = AWAITING_ANSWER | {FeedbackStatus.no_response}
 ANSWERED = frozenset({FeedbackStatus.responded, FeedbackStatus.declined})
 
 _DURATION = TypeAdapter(timedelta)
+_Row = TypeVar("_Row", Rejection, User)
 
 
 # -- errors and small helpers ------------------------------------------------------------
@@ -143,16 +144,30 @@ def add_event(
     ).first()
     if dedupe and last is not None and last.type == type and last.detail == detail:
         return None
-    event = FeedbackRequestEvent(
+    event = _event_row(request, (last.seq if last is not None else 0) + 1, type, detail)
+    session.add(event)
+    return event
+
+
+def _event_row(request: FeedbackRequest, seq: int, type: str, detail: str) -> FeedbackRequestEvent:
+    return FeedbackRequestEvent(
         request_id=request.id,
-        seq=(last.seq if last is not None else 0) + 1,
+        seq=seq,
         type=type,
         at=utcnow(),
         status=request.status,
         detail=detail[:1000],
     )
-    session.add(event)
-    return event
+
+
+def _last_event_seqs(session: Session, request_ids: Collection[str]) -> dict[str, int]:
+    """The number of each request's last timeline line (add_event's, for many at once)."""
+    rows = session.execute(
+        select(FeedbackRequestEvent.request_id, func.max(FeedbackRequestEvent.seq))
+        .where(col(FeedbackRequestEvent.request_id).in_(sorted(set(request_ids))))
+        .group_by(col(FeedbackRequestEvent.request_id))
+    ).all()
+    return {str(request_id): int(seq) for request_id, seq in rows}
 
 
 def list_events(
@@ -786,21 +801,51 @@ class Outgoing:
 
 
 def _lock_request(session: Session, request_id: str) -> FeedbackRequest | None:
-    return session.exec(
-        select(FeedbackRequest).where(FeedbackRequest.id == request_id).with_for_update()
-    ).first()
+    return _lock_requests(session, [request_id]).get(request_id)
+
+
+def _lock_requests(session: Session, request_ids: Collection[str]) -> dict[str, FeedbackRequest]:
+    """The requests, locked for this transaction: in id order, as every transaction that
+    locks several requests takes them (opt_out too), so two of them cannot deadlock."""
+    rows = session.exec(
+        select(FeedbackRequest)
+        .where(col(FeedbackRequest.id).in_(sorted(set(request_ids))))
+        .order_by(col(FeedbackRequest.id))
+        .with_for_update()
+    ).all()
+    return {request.id: request for request in rows}
+
+
+def _rows_by_id(session: Session, model: type[_Row], ids: Collection[str]) -> dict[str, _Row]:
+    table: Any = model
+    rows = session.exec(select(model).where(col(table.id).in_(sorted(set(ids))))).all()
+    return {row.id: row for row in rows}
+
+
+def _messages_of(
+    session: Session, request_ids: Collection[str]
+) -> dict[tuple[str, int], FeedbackMessage]:
+    rows = session.exec(
+        select(FeedbackMessage).where(col(FeedbackMessage.request_id).in_(sorted(set(request_ids))))
+    ).all()
+    return {(row.request_id, row.number): row for row in rows}
 
 
 def _serialise_caps(session: Session, *keys: str) -> None:
     """On PostgreSQL, one sender at a time per user and per recipient while counting, so
     two workers cannot both take the last place under a cap. (SQLite's write lock, taken at
-    BEGIN, already serialises every writer.)"""
-    if session.get_bind().dialect.name != "postgresql":
+    BEGIN, already serialises every writer.) The locks are taken in one order (of their
+    numbers), so two workers locking several keys each cannot deadlock."""
+    if not keys or session.get_bind().dialect.name != "postgresql":
         return
-    for key in keys:
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-        )
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(lock_id) FROM (SELECT DISTINCT "
+            "hashtextextended(key, 0) AS lock_id FROM unnest(CAST(:keys AS text[])) AS key "
+            "ORDER BY lock_id) AS ordered"
+        ),
+        {"keys": sorted(set(keys))},
+    )
 
 
 def _cap_frees_at(
@@ -826,6 +871,22 @@ def _cap_frees_at(
     return times[len(times) - cap] + window
 
 
+def _counts_in_window(
+    session: Session, column: Any, values: Collection[str], *, window: timedelta, now: datetime
+) -> dict[str, int]:
+    """How many messages each value of `column` has in the window, as the caps count."""
+    rows = session.execute(
+        select(column, func.count())
+        .where(
+            column.in_(sorted(set(values))),
+            col(FeedbackMessage.status).in_(["sending", "sent"]),
+            col(FeedbackMessage.created_at) > now - window,
+        )
+        .group_by(column)
+    ).all()
+    return {str(value): int(count) for value, count in rows}
+
+
 def _expected_status(request: FeedbackRequest, number: int) -> bool:
     if number == 0:
         return request.status == FeedbackStatus.scheduled
@@ -842,47 +903,157 @@ def prepare_message(
     """Everything before handing message `number` to the backend: re-check the request,
     the time, the opt-out list and the caps; make the link token; build the e-mail.
     None means there is nothing to send (any more)."""
-    request = _lock_request(session, request_id)
-    if request is None or request.channel != FeedbackChannel.email:
-        return None
-    if not _expected_status(request, number):
-        return None
-    rejection = session.get(Rejection, request.rejection_id)
-    user = session.get(User, request.user_id)
-    if rejection is None or user is None:
-        return None
-    if request.deleted_at is not None or rejection.deleted_at is not None:
-        _close(
-            session,
-            request,
-            FeedbackStatus.cancelled,
-            "The rejection was deleted; nothing more is sent.",
-        )
-        return None
-    now = utcnow()
-    due = (
-        request.send_at
-        if number == 0
-        else (request.last_sent_at or request.send_at) + interval_of(request)
-    )
-    if due > now:
-        return Wait(due, "not due yet")
-    recipient = _normal_email(request.recipient_email or "")
-    if is_suppressed(session, recipient):
-        _close(
-            session,
-            request,
-            FeedbackStatus.opted_out,
-            "The recipient opted out of e-mail from Rebound; nothing more will be sent.",
-        )
-        return None
+    return prepare_messages(session=session, settings=settings, items=[(request_id, number)])[0]
 
-    message = session.exec(
-        select(FeedbackMessage).where(
-            FeedbackMessage.request_id == request.id, FeedbackMessage.number == number
+
+@dataclass
+class _Ready:
+    index: int
+    request: FeedbackRequest
+    rejection: Rejection
+    user: User
+    number: int
+    recipient: str
+
+
+def prepare_messages(
+    *, session: Session, settings: Settings, items: Sequence[tuple[str, int]]
+) -> list[Outgoing | Wait | None]:
+    """`prepare_message` for many (request id, number) pairs in one transaction, each as
+    if after the ones before it (a cap counts the messages prepared before it here);
+    the rows every check needs are read up front, a few queries for the whole batch."""
+    results: list[Outgoing | Wait | None] = [None] * len(items)
+    requests = _lock_requests(session, [request_id for request_id, _number in items])
+    rejections = _rows_by_id(session, Rejection, [r.rejection_id for r in requests.values()])
+    users = _rows_by_id(session, User, [r.user_id for r in requests.values()])
+    recipients = {_normal_email(r.recipient_email or "") for r in requests.values()}
+    suppressed = set(
+        session.exec(
+            select(EmailSuppression.email).where(col(EmailSuppression.email).in_(recipients))
+        ).all()
+    )
+    now = utcnow()
+    ready: list[_Ready] = []
+    for index, (request_id, number) in enumerate(items):
+        request = requests.get(request_id)
+        if request is None or request.channel != FeedbackChannel.email:
+            continue
+        if not _expected_status(request, number):
+            continue
+        rejection = rejections.get(request.rejection_id)
+        user = users.get(request.user_id)
+        if rejection is None or user is None:
+            continue
+        if request.deleted_at is not None or rejection.deleted_at is not None:
+            _close(
+                session,
+                request,
+                FeedbackStatus.cancelled,
+                "The rejection was deleted; nothing more is sent.",
+            )
+            continue
+        due = (
+            request.send_at
+            if number == 0
+            else (request.last_sent_at or request.send_at) + interval_of(request)
         )
-    ).first()
-    _serialise_caps(session, f"feedback-cap-user:{user.id}", f"feedback-cap-to:{recipient}")
+        if due > now:
+            results[index] = Wait(due, "not due yet")
+            continue
+        recipient = _normal_email(request.recipient_email or "")
+        if recipient in suppressed:
+            _close(
+                session,
+                request,
+                FeedbackStatus.opted_out,
+                "The recipient opted out of e-mail from Rebound; nothing more will be sent.",
+            )
+            continue
+        ready.append(_Ready(index, request, rejection, user, number, recipient))
+    if not ready:
+        return results
+
+    messages = _messages_of(session, [item.request.id for item in ready])
+    _serialise_caps(
+        session,
+        *(f"feedback-cap-user:{item.user.id}" for item in ready),
+        *(f"feedback-cap-to:{item.recipient}" for item in ready),
+    )
+    daily_cap = settings.email_daily_cap_per_user
+    weekly_cap = settings.email_weekly_cap_per_recipient
+    # Counted once for the batch: a message whose counts, plus every message of the batch
+    # that could come before it, stay under both caps is under them; only the others are
+    # counted exactly (the query sees the messages prepared before it in this transaction).
+    per_user = _counts_in_window(
+        session,
+        col(FeedbackMessage.user_id),
+        [item.user.id for item in ready],
+        window=DAILY_WINDOW,
+        now=now,
+    )
+    per_recipient = _counts_in_window(
+        session,
+        col(FeedbackMessage.recipient),
+        [item.recipient for item in ready],
+        window=WEEKLY_WINDOW,
+        now=now,
+    )
+    for item in ready:
+        per_user[item.user.id] = per_user.get(item.user.id, 0) + 1
+        per_recipient[item.recipient] = per_recipient.get(item.recipient, 0) + 1
+
+    for item in ready:
+        request, user, number, recipient = item.request, item.user, item.number, item.recipient
+        message = messages.get((request.id, number))
+        if per_user[user.id] > daily_cap or per_recipient[recipient] > weekly_cap:
+            wait = _cap_wait(session, settings, item, message, now)
+            if wait is not None:
+                results[item.index] = wait
+                continue
+        token = new_token()
+        if message is None:
+            message = FeedbackMessage(
+                request_id=request.id,
+                user_id=user.id,
+                recipient=recipient,
+                number=number,
+                message_id=new_message_id(settings),
+                token_hash=hash_token(token),
+                token_expires_at=now + TOKEN_TTL,
+            )
+            messages[(request.id, number)] = message
+        else:
+            # A previous attempt died before it was recorded: send it again under the same
+            # Message-ID (so a copy that did arrive is recognisably the same message) with a
+            # fresh link, since only the hash of the old one was kept.
+            message.token_hash = hash_token(token)
+            message.token_expires_at = now + TOKEN_TTL
+            message.status = "sending"
+        message.created_at = now
+        session.add(message)
+        email = build_feedback_email(
+            settings=settings,
+            request=request,
+            rejection=item.rejection,
+            user=user,
+            number=number,
+            token=token,
+            message_id=message.message_id,
+        )
+        results[item.index] = Outgoing(email=email, recipient=recipient)
+    return results
+
+
+def _cap_wait(
+    session: Session,
+    settings: Settings,
+    item: _Ready,
+    message: FeedbackMessage | None,
+    now: datetime,
+) -> Wait | None:
+    """The exact cap check for one message: None, or when it may go (noted on the
+    timeline once)."""
+    request, user = item.request, item.user
     exclude = message.id if message is not None else None
     holds = [
         (
@@ -899,7 +1070,7 @@ def prepare_message(
         (
             _cap_frees_at(
                 session,
-                FeedbackMessage.recipient == recipient,
+                FeedbackMessage.recipient == item.recipient,
                 cap=settings.email_weekly_cap_per_recipient,
                 window=WEEKLY_WINDOW,
                 now=now,
@@ -910,109 +1081,89 @@ def prepare_message(
         ),
     ]
     waits = [(until, why) for until, why in holds if until is not None]
-    if waits:
-        until, why = max(waits)
-        which = "The e-mail" if number == 0 else f"Follow-up {number}"
-        add_event(
-            session,
-            request,
-            "delayed",
-            f"{which} is held back by {why}; it goes out at "
-            f"{_local(until, user.timezone)} or soon after.",
-            dedupe=True,
-        )
-        return Wait(until, f"cap: {why}")
-
-    token = new_token()
-    if message is None:
-        message = FeedbackMessage(
-            request_id=request.id,
-            user_id=user.id,
-            recipient=recipient,
-            number=number,
-            message_id=new_message_id(settings),
-            token_hash=hash_token(token),
-            token_expires_at=now + TOKEN_TTL,
-        )
-    else:
-        # A previous attempt died before it was recorded: send it again under the same
-        # Message-ID (so a copy that did arrive is recognisably the same message) with a
-        # fresh link, since only the hash of the old one was kept.
-        message.token_hash = hash_token(token)
-        message.token_expires_at = now + TOKEN_TTL
-        message.status = "sending"
-    message.created_at = now
-    session.add(message)
-    email = build_feedback_email(
-        settings=settings,
-        request=request,
-        rejection=rejection,
-        user=user,
-        number=number,
-        token=token,
-        message_id=message.message_id,
+    if not waits:
+        return None
+    until, why = max(waits)
+    which = "The e-mail" if item.number == 0 else f"Follow-up {item.number}"
+    add_event(
+        session,
+        request,
+        "delayed",
+        f"{which} is held back by {why}; it goes out at "
+        f"{_local(until, user.timezone)} or soon after.",
+        dedupe=True,
     )
-    return Outgoing(email=email, recipient=recipient)
+    return Wait(until, f"cap: {why}")
 
 
 def record_message_sent(*, session: Session, request_id: str, number: int) -> None:
     """The server took message `number`: advance the request and queue what comes next."""
-    request = _lock_request(session, request_id)
-    if request is None:
-        return
-    message = session.exec(
-        select(FeedbackMessage).where(
-            FeedbackMessage.request_id == request.id, FeedbackMessage.number == number
-        )
-    ).first()
-    if message is None or message.status == "sent":
-        return
+    record_messages_sent(session=session, items=[(request_id, number)])
+
+
+def record_messages_sent(*, session: Session, items: Sequence[tuple[str, int]]) -> None:
+    """`record_message_sent` for many (request id, number) pairs in one transaction."""
+    requests = _lock_requests(session, [request_id for request_id, _number in items])
+    messages = _messages_of(session, list(requests))
+    last_seq = _last_event_seqs(session, list(requests))
     now = utcnow()
-    message.status = "sent"
-    message.sent_at = now
-    session.add(message)
-    request.last_sent_at = now
-    if number == 0:
-        request.first_sent_at = now
-        request.thread_message_id = message.message_id
-        if request.status == FeedbackStatus.scheduled:
-            request.status = FeedbackStatus.sent.value
-        add_event(session, request, "sent", f"Sent to {request.recipient_email}.")
-        record_event(
-            session, type="feedback_request.sent", user_id=request.user_id, subject_id=request.id
-        )
-    else:
-        request.follow_ups_sent = max(request.follow_ups_sent, number)
-        if request.status in AWAITING_ANSWER:
-            request.status = FeedbackStatus.followed_up.value
-        add_event(
-            session,
-            request,
-            "follow_up_sent",
-            f"Follow-up {number} of {request.max_follow_ups} sent to {request.recipient_email}.",
-        )
-    session.add(request)
-    if request.status not in AWAITING_ANSWER:
-        return
-    next_at = now + interval_of(request)
-    if number < request.max_follow_ups:
-        enqueue(
-            session,
-            SEND_TASK,
-            {"request_id": request.id, "number": number + 1},
-            run_at=next_at,
-            user_id=request.user_id,
-            dedupe_key=f"feedback:{request.id}:message:{number + 1}",
-        )
-    else:
-        enqueue(
-            session,
-            CLOSE_TASK,
-            {"request_id": request.id},
-            run_at=next_at,
-            user_id=request.user_id,
-            dedupe_key=f"feedback:{request.id}:close",
-        )
+    follow_ons: list[Job] = []
+    for request_id, number in items:
+        request = requests.get(request_id)
+        message = messages.get((request_id, number))
+        if request is None or message is None or message.status == "sent":
+            continue
+        message.status = "sent"
+        message.sent_at = now
+        session.add(message)
+        request.last_sent_at = now
+        if number == 0:
+            request.first_sent_at = now
+            request.thread_message_id = message.message_id
+            if request.status == FeedbackStatus.scheduled:
+                request.status = FeedbackStatus.sent.value
+            event_type, detail = "sent", f"Sent to {request.recipient_email}."
+            record_event(
+                session,
+                type="feedback_request.sent",
+                user_id=request.user_id,
+                subject_id=request.id,
+            )
+        else:
+            request.follow_ups_sent = max(request.follow_ups_sent, number)
+            if request.status in AWAITING_ANSWER:
+                request.status = FeedbackStatus.followed_up.value
+            event_type = "follow_up_sent"
+            detail = (
+                f"Follow-up {number} of {request.max_follow_ups} sent to {request.recipient_email}."
+            )
+        last_seq[request.id] = last_seq.get(request.id, 0) + 1
+        session.add(_event_row(request, last_seq[request.id], event_type, detail))
+        session.add(request)
+        if request.status not in AWAITING_ANSWER:
+            continue
+        next_at = now + interval_of(request)
+        if number < request.max_follow_ups:
+            follow_ons.append(
+                Job(
+                    kind=SEND_TASK,
+                    payload={"request_id": request.id, "number": number + 1},
+                    run_at=next_at,
+                    user_id=request.user_id,
+                    dedupe_key=f"feedback:{request.id}:message:{number + 1}",
+                )
+            )
+        else:
+            follow_ons.append(
+                Job(
+                    kind=CLOSE_TASK,
+                    payload={"request_id": request.id},
+                    run_at=next_at,
+                    user_id=request.user_id,
+                    dedupe_key=f"feedback:{request.id}:close",
+                )
+            )
+    enqueue_many(session, follow_ons)
 
 
 def record_delivery_failure(

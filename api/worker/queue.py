@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -36,3 +37,23 @@ def enqueue(
     )
     session.add(job)
     return job
+
+
+def enqueue_many(session: Session, jobs: Sequence[Job]) -> list[Job]:
+    """Add many jobs at once (one query for their dedupe keys); a job whose dedupe key is
+    already queued, or taken by an earlier one of `jobs`, is left out. Returns those added."""
+    keys = [job.dedupe_key for job in jobs if job.dedupe_key is not None]
+    taken = (
+        set(session.exec(select(Job.dedupe_key).where(col(Job.dedupe_key).in_(keys))).all())
+        if keys
+        else set()
+    )
+    added = []
+    for job in jobs:
+        if job.dedupe_key is not None:
+            if job.dedupe_key in taken:
+                continue
+            taken.add(job.dedupe_key)
+        session.add(job)
+        added.append(job)
+    return added

@@ -3,14 +3,18 @@
 Feature packages register their handlers in their own `tasks.py` with `@task("kind")`;
 `api.worker.runner` imports them all. A handler is an async function of the job and the
 worker's context; it opens its own transactions with `ctx.session()`.
+
+A kind with much traffic may add a batch handler with `@batch_task("kind")`: the runner
+then gives it all the jobs of that kind it claimed at once, so their work shares a few
+transactions (see `BatchHandler`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -51,6 +55,11 @@ class WorkerContext:
 
 
 Handler = Callable[[Job, WorkerContext], Awaitable[None]]
+# Runs many jobs of one kind and returns, for each job in order, None (done) or the
+# exception that job ended with (RetryLater, or a failure to retry with backoff). If it
+# raises instead, the runner runs each job alone with the kind's own handler; so a batch
+# handler may raise only before it has done anything outside its rolled-back transactions.
+BatchHandler = Callable[[Sequence[Job], WorkerContext], Awaitable[list[BaseException | None]]]
 Backoff = Callable[[int], timedelta]
 
 
@@ -73,6 +82,7 @@ def exponential_backoff(attempt: int) -> timedelta:
 class TaskSpec:
     handler: Handler
     backoff: Backoff
+    batch: BatchHandler | None = None
 
 
 TASKS: dict[str, TaskSpec] = {}
@@ -81,6 +91,16 @@ TASKS: dict[str, TaskSpec] = {}
 def task(kind: str, *, backoff: Backoff = exponential_backoff) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         TASKS[kind] = TaskSpec(handler=handler, backoff=backoff)
+        return handler
+
+    return register
+
+
+def batch_task(kind: str) -> Callable[[BatchHandler], BatchHandler]:
+    """Add a batch handler to the kind `@task(kind)` registered (register that first)."""
+
+    def register(handler: BatchHandler) -> BatchHandler:
+        TASKS[kind] = replace(TASKS[kind], batch=handler)
         return handler
 
     return register

@@ -13,16 +13,18 @@ import os
 import socket
 import traceback
 from datetime import timedelta
+from typing import Any
 
 import structlog
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, bindparam, or_, update
 from sqlmodel import col, select
 
 from api.db import utcnow
 from api.email.backends import close_shared_email_backend
 from api.http.metrics import count_job
 from api.models import Job
-from api.worker.registry import PERIODIC, TASKS, RetryLater, WorkerContext
+from api.models.base import table_of
+from api.worker.registry import PERIODIC, TASKS, RetryLater, TaskSpec, WorkerContext
 
 log = structlog.get_logger("rebound.worker")
 
@@ -87,52 +89,136 @@ def _finish(ctx: WorkerContext, job: Job, **values: object) -> None:
         )
 
 
-async def run_job(ctx: WorkerContext, job: Job) -> None:
-    spec = TASKS.get(job.kind)
-    try:
-        if spec is None:
-            raise LookupError(f"no handler for job kind {job.kind!r}")
-        await spec.handler(job, ctx)
-    except RetryLater as later:
+def _outcome(job: Job, spec: TaskSpec | None, error: BaseException | None) -> dict[str, Any]:
+    """The job's columns after its handler ended with `error` (None: done); logs and
+    counts the outcome."""
+    if error is None:
+        count_job(job.kind, "done")
+        log.debug("job_done", job_id=job.id, kind=job.kind)
+        return {"status": "done", "finished_at": utcnow(), "last_error": None}
+    if isinstance(error, RetryLater):
         log.info(
             "job_deferred",
             job_id=job.id,
             kind=job.kind,
-            until=later.at.isoformat(),
-            reason=later.reason,
-        )
-        _finish(
-            ctx,
-            job,
-            status="pending",
-            run_at=later.at,
-            attempts=job.attempts - 1,
-            last_error=later.reason,
+            until=error.at.isoformat(),
+            reason=error.reason,
         )
         count_job(job.kind, "deferred")
-        return
+        return {
+            "status": "pending",
+            "run_at": error.at,
+            "attempts": job.attempts - 1,
+            "last_error": error.reason,
+        }
+    message = "".join(traceback.format_exception_only(error)).strip()[:2000]
+    if job.attempts >= job.max_attempts or spec is None:
+        log.error("job_dead", job_id=job.id, kind=job.kind, attempts=job.attempts, error=message)
+        count_job(job.kind, "dead")
+        return {"status": "dead", "last_error": message, "finished_at": utcnow()}
+    retry_at = utcnow() + spec.backoff(job.attempts)
+    log.warning(
+        "job_failed",
+        job_id=job.id,
+        kind=job.kind,
+        attempts=job.attempts,
+        error=message,
+        retry_at=retry_at.isoformat(),
+    )
+    count_job(job.kind, "retry")
+    return {"status": "pending", "run_at": retry_at, "last_error": message}
+
+
+async def run_job(ctx: WorkerContext, job: Job, finisher: _Finisher | None = None) -> None:
+    spec = TASKS.get(job.kind)
+    error: Exception | None = None
+    try:
+        if spec is None:
+            raise LookupError(f"no handler for job kind {job.kind!r}")
+        await spec.handler(job, ctx)
     except Exception as exc:
-        error = "".join(traceback.format_exception_only(exc)).strip()[:2000]
-        if job.attempts >= job.max_attempts or spec is None:
-            log.error("job_dead", job_id=job.id, kind=job.kind, attempts=job.attempts, error=error)
-            _finish(ctx, job, status="dead", last_error=error, finished_at=utcnow())
-            count_job(job.kind, "dead")
-        else:
-            retry_at = utcnow() + spec.backoff(job.attempts)
-            log.warning(
-                "job_failed",
-                job_id=job.id,
-                kind=job.kind,
-                attempts=job.attempts,
-                error=error,
-                retry_at=retry_at.isoformat(),
-            )
-            _finish(ctx, job, status="pending", run_at=retry_at, last_error=error)
-            count_job(job.kind, "retry")
+        error = exc
+    values = _outcome(job, spec, error)
+    if finisher is None:
+        _finish(ctx, job, **values)
+    else:
+        await finisher.finish(job, values)
+
+
+class _Finisher:
+    """Writes the outcomes of jobs that end at the same moment in one transaction.
+
+    An outcome waits one turn of the event loop for the others ready then (jobs whose
+    handlers never wait on anything all end in the same turn), and is written before
+    `finish` returns, as `_finish` would."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.pending: list[tuple[Job, dict[str, Any]]] = []
+
+    async def finish(self, job: Job, values: dict[str, Any]) -> None:
+        self.pending.append((job, values))
+        await asyncio.sleep(0)
+        if self.pending:
+            ready, self.pending = self.pending, []
+            _finish_many(self.ctx, ready)
+
+
+def _finish_many(ctx: WorkerContext, outcomes: list[tuple[Job, dict[str, Any]]]) -> None:
+    """`_finish` for many jobs in one transaction: one UPDATE run once per job."""
+    jobs = table_of(Job)
+    statement = (
+        update(jobs)
+        .where(
+            jobs.c.id == bindparam("job_id"),
+            jobs.c.locked_by == bindparam("owner"),
+            jobs.c.attempts == bindparam("claimed_attempts"),
+        )
+        .values(
+            status=bindparam("new_status"),
+            run_at=bindparam("new_run_at"),
+            attempts=bindparam("new_attempts"),
+            last_error=bindparam("new_last_error"),
+            finished_at=bindparam("new_finished_at"),
+            locked_by=None,
+            locked_until=None,
+        )
+    )
+    rows = [
+        {
+            "job_id": job.id,
+            "owner": ctx.worker_id,
+            "claimed_attempts": job.attempts,
+            "new_status": values["status"],
+            "new_run_at": values.get("run_at", job.run_at),
+            "new_attempts": values.get("attempts", job.attempts),
+            "new_last_error": values.get("last_error"),
+            "new_finished_at": values.get("finished_at"),
+        }
+        for job, values in outcomes
+    ]
+    with ctx.session() as session:
+        session.execute(statement, rows)
+
+
+async def run_jobs_together(
+    ctx: WorkerContext, spec: TaskSpec, jobs: list[Job], finisher: _Finisher
+) -> None:
+    """Jobs of one kind through its batch handler, their outcomes written at once; if the
+    batch handler fails as a whole, each job runs alone instead."""
+    assert spec.batch is not None
+    try:
+        errors = await spec.batch(jobs, ctx)
+        if len(errors) != len(jobs):
+            raise RuntimeError(f"the batch handler gave {len(errors)} outcomes for {len(jobs)}")
+    except Exception:
+        log.exception("job_batch_failed", kind=jobs[0].kind, jobs=len(jobs))
+        for job in jobs:
+            await run_job(ctx, job, finisher)
         return
-    _finish(ctx, job, status="done", finished_at=utcnow(), last_error=None)
-    count_job(job.kind, "done")
-    log.debug("job_done", job_id=job.id, kind=job.kind)
+    _finish_many(
+        ctx, [(job, _outcome(job, spec, error)) for job, error in zip(jobs, errors, strict=True)]
+    )
 
 
 async def run_periodic(ctx: WorkerContext, last_run: dict[str, float]) -> None:
@@ -148,17 +234,32 @@ async def run_periodic(ctx: WorkerContext, last_run: dict[str, float]) -> None:
 
 
 async def run_batch(ctx: WorkerContext, *, concurrency: int = 16) -> int:
-    """Claim one batch of due jobs and run them; returns how many were claimed."""
+    """Claim one batch of due jobs and run them; returns how many were claimed.
+
+    Jobs of a kind with a batch handler go to it together; the others run one by one,
+    up to `concurrency` at a time."""
     jobs = claim_due_jobs(ctx, ctx.settings.worker_batch_size)
     if not jobs:
         return 0
     gate = asyncio.Semaphore(concurrency)
+    finisher = _Finisher(ctx)
+    together: dict[str, list[Job]] = {}
+    alone: list[Job] = []
+    for job in jobs:
+        spec = TASKS.get(job.kind)
+        if spec is not None and spec.batch is not None:
+            together.setdefault(job.kind, []).append(job)
+        else:
+            alone.append(job)
 
     async def guarded(job: Job) -> None:
         async with gate:
-            await run_job(ctx, job)
+            await run_job(ctx, job, finisher)
 
-    await asyncio.gather(*(guarded(job) for job in jobs))
+    await asyncio.gather(
+        *(run_jobs_together(ctx, TASKS[kind], group, finisher) for kind, group in together.items()),
+        *(guarded(job) for job in alone),
+    )
     return len(jobs)
 
 
