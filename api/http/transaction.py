@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -28,6 +29,8 @@ from starlette.concurrency import run_in_threadpool
 from api.db import open_session
 from api.errors import Problem, ServiceUnavailable
 from api.http.idempotency import begin_idempotent_request, store_idempotent_response
+
+log = structlog.get_logger("rebound.transaction")
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -91,6 +94,15 @@ def _commit_and_close(session: Session) -> None:
         session.close()
 
 
+def _close(session: Session) -> None:
+    """Give the connection back. One that died meanwhile is logged, not raised: the
+    request's own outcome (its answer, or its error) stands."""
+    try:
+        session.close()
+    except DBAPIError:
+        log.warning("session_close_failed", exc_info=True)
+
+
 class TransactionalRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         # The endpoint's one-line docstring is its OpenAPI summary.
@@ -148,8 +160,8 @@ class TransactionalRoute(APIRoute):
             finally:
                 if not finished:
                     if write:
-                        await run_in_threadpool(session.close)
+                        await run_in_threadpool(_close, session)
                     else:
-                        session.close()
+                        _close(session)
 
         return run_in_transaction
