@@ -84,10 +84,11 @@ class ConsoleBackend:
 
 
 class SmtpBackend:
-    """Sends through one SMTP connection, kept open and reused across messages.
+    """Sends through SMTP connections kept open and reused across messages: one by
+    default, up to `connections` when many messages are sent at once.
 
-    Messages are sent one at a time (an SMTP session carries one transaction at a time);
-    a connection the server dropped is replaced, and a message is resent on a fresh
+    A connection carries one message at a time (an SMTP session has one transaction at a
+    time); a connection the server dropped is replaced, and a message is resent on a fresh
     connection only when the failure happened before DATA, so it cannot arrive twice."""
 
     def __init__(
@@ -101,6 +102,7 @@ class SmtpBackend:
         timeout: float = 10.0,
         verify_tls: bool = True,
         local_hostname: str | None = None,
+        connections: int = 1,
     ) -> None:
         self.hostname = hostname
         self.port = port
@@ -110,9 +112,11 @@ class SmtpBackend:
         self.timeout = timeout
         self.verify_tls = verify_tls
         self.local_hostname = local_hostname
-        self._client: aiosmtplib.SMTP | None = None
+        self.connections = max(1, connections)
+        # Open connections not carrying a message right now.
+        self._idle: list[aiosmtplib.SMTP] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
+        self._gate: asyncio.Semaphore | None = None
         self._tls: ssl.SSLContext | None = None
         self.connections_opened = 0
 
@@ -124,6 +128,7 @@ class SmtpBackend:
         timeout: float = 10.0,
         verify_tls: bool = True,
         local_hostname: str | None = None,
+        connections: int = 1,
     ) -> SmtpBackend:
         """`smtp://[user:pass@]host[:port]` (STARTTLS when offered) or `smtps://…` (TLS)."""
         parts = urlsplit(url)
@@ -139,6 +144,7 @@ class SmtpBackend:
             timeout=timeout,
             verify_tls=verify_tls,
             local_hostname=local_hostname,
+            connections=connections,
         )
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -151,21 +157,24 @@ class SmtpBackend:
             self._tls = context
         return self._tls
 
-    def _guard(self) -> asyncio.Lock:
-        # A connection and a lock belong to one event loop; a backend used from a new loop
-        # (asyncio.run called again) starts afresh instead of touching the dead one.
+    def _guard(self) -> asyncio.Semaphore:
+        # Connections and the gate belong to one event loop; a backend used from a new
+        # loop (asyncio.run called again) starts afresh instead of touching the dead ones.
         loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._lock is None:
-            self._drop()
+        if self._loop is not loop or self._gate is None:
+            while self._idle:
+                self._drop(self._idle.pop())
             self._loop = loop
-            self._lock = asyncio.Lock()
-        return self._lock
+            self._gate = asyncio.Semaphore(self.connections)
+        return self._gate
 
     async def _connected(self) -> tuple[aiosmtplib.SMTP, bool]:
-        """The open connection (and True), or a new one (and False)."""
-        if self._client is not None and self._client.is_connected:
-            return self._client, True
-        self._drop()
+        """An idle open connection (and True), or a new one (and False)."""
+        while self._idle:
+            client = self._idle.pop()
+            if client.is_connected:
+                return client, True
+            self._drop(client)
         client = aiosmtplib.SMTP(
             hostname=self.hostname,
             port=self.port,
@@ -192,14 +201,10 @@ class SmtpBackend:
                 f"cannot reach the SMTP server {self.hostname}:{self.port}: {exc}",
                 permanent=False,
             ) from exc
-        self._client = client
         self.connections_opened += 1
         return client, False
 
-    def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is None:
-            return
+    def _drop(self, client: aiosmtplib.SMTP) -> None:
         transport = client.transport
         try:
             client.close()
@@ -219,15 +224,27 @@ class SmtpBackend:
                 client, reused = await self._connected()
                 try:
                     await self._transaction(client, sender, recipients, message)
-                    return
+                except EmailDeliveryError:
+                    self._release(client)  # the session is reset (or was dropped)
+                    raise
                 except _StaleConnection as exc:
-                    self._drop()
+                    self._drop(client)
                     if not reused:
                         raise EmailDeliveryError(
                             f"the SMTP server closed the connection: {exc.__cause__}",
                             permanent=False,
                         ) from exc
                     # A reused connection the server had quietly closed: try a fresh one.
+                    continue
+                except BaseException:
+                    self._drop(client)  # in an unknown state (cancelled mid-transaction)
+                    raise
+                self._release(client)
+                return
+
+    def _release(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.append(client)
 
     async def _transaction(
         self,
@@ -266,7 +283,7 @@ class SmtpBackend:
                 code=exc.code,
             ) from exc
         except (aiosmtplib.SMTPException, TimeoutError) as exc:
-            self._drop()
+            self._drop(client)
             raise EmailDeliveryError(f"SMTP failure: {exc}", permanent=False) from exc
 
         if len(refused) == len(recipients):
@@ -296,7 +313,7 @@ class SmtpBackend:
             ) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             # The server may or may not have taken the message; do not resend it here.
-            self._drop()
+            self._drop(client)
             raise EmailDeliveryError(
                 f"the SMTP connection failed during DATA: {exc}", permanent=False
             ) from exc
@@ -305,18 +322,19 @@ class SmtpBackend:
         try:
             await client.rset()
         except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            self._drop()
+            self._drop(client)
 
     async def close(self) -> None:
-        """Say goodbye to the server (QUIT) and close the connection."""
-        if self._client is None:
-            return
-        if self._loop is asyncio.get_running_loop() and self._client.is_connected:
-            try:
-                await self._client.quit()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
-                pass
-        self._drop()
+        """Say goodbye to the server (QUIT) and close the connections."""
+        current = self._loop is asyncio.get_running_loop()
+        while self._idle:
+            client = self._idle.pop()
+            if current and client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                    pass
+            self._drop(client)
 
 
 @lru_cache(maxsize=8)
@@ -331,8 +349,9 @@ class _StaleConnection(Exception):
     """The connection went away before the message was handed over."""
 
 
-def email_backend(settings: Settings) -> EmailBackend:
-    """The backend REBOUND_EMAIL_BACKEND names, configured from the settings."""
+def email_backend(settings: Settings, *, connections: int = 1) -> EmailBackend:
+    """The backend REBOUND_EMAIL_BACKEND names, configured from the settings; an SMTP
+    backend opens up to `connections` connections when sending several messages at once."""
     if settings.email_backend == "console":
         return ConsoleBackend()
     if not settings.smtp_url:
@@ -342,18 +361,24 @@ def email_backend(settings: Settings) -> EmailBackend:
         timeout=settings.smtp_timeout,
         verify_tls=settings.smtp_tls_verify,
         local_hostname=urlsplit(settings.base_url).hostname or None,
+        connections=connections,
     )
 
 
 SHARED_BACKEND_KEY = "email_backend"
+# A worker hands a batch of messages over at once: while the server takes one on one
+# connection, the worker writes the next on another. Few, so as not to look like a flood.
+SHARED_CONNECTIONS = 4
 
 
 def shared_email_backend(services: MutableMapping[str, Any], settings: Settings) -> EmailBackend:
     """The one backend a long-lived holder (a worker's `ctx.services`) keeps for all its
-    messages, so the SMTP connection is reused; do not close it after each message."""
+    messages, so its SMTP connections are reused; do not close it after each message."""
     backend = services.get(SHARED_BACKEND_KEY)
     if backend is None:
-        backend = services[SHARED_BACKEND_KEY] = email_backend(settings)
+        backend = services[SHARED_BACKEND_KEY] = email_backend(
+            settings, connections=SHARED_CONNECTIONS
+        )
     return cast(EmailBackend, backend)
 
 

@@ -148,6 +148,28 @@ def test_concurrent_sends_share_the_connection_one_at_a_time(
     assert smtp_server.connections == 1
 
 
+def test_concurrent_sends_spread_over_at_most_the_connections_allowed(
+    smtp_server: SmtpTestServer, smtp_settings: Settings
+) -> None:
+    backend = email_backend(smtp_settings, connections=3)
+    assert isinstance(backend, SmtpBackend)
+
+    async def go() -> None:
+        await asyncio.gather(*(backend.send(_message(smtp_settings, n=n)) for n in range(30)))
+        await asyncio.gather(*(backend.send(_message(smtp_settings, n=n)) for n in range(30, 40)))
+        await backend.close()
+
+    asyncio.run(go())
+
+    received = smtp_server.wait_for(40)
+    assert sorted(m["Subject"] for m in received) == sorted(
+        f"Feedback request {n}" for n in range(40)
+    )
+    # Three at once, kept open for the second round, each used for many messages.
+    assert backend.connections_opened == 3
+    assert smtp_server.connections == 3
+
+
 def test_a_dropped_connection_is_replaced(
     smtp_server: SmtpTestServer, smtp_settings: Settings
 ) -> None:

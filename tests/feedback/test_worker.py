@@ -7,6 +7,7 @@ import itertools
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from api.config import Settings
-from api.db import utcnow
+from api.db import make_engine, utcnow
 from api.models import Job
 from api.models.feedback import FeedbackMessage, FeedbackRequest
 from tests.factories import UserHandle, make_rejection, make_user
@@ -374,3 +375,89 @@ def test_rebound_worker_once_sends_it(
     assert finished.returncode == 0, finished.stderr
     assert smtp_server.wait_for(1)[0]["To"] == "Dana Recruiter <dana@acme.example>"
     assert get_request(user, created["id"])["status"] == "sent"
+
+
+def test_a_batch_of_one_users_messages_stops_at_the_daily_cap(
+    client: TestClient,
+    engine: Engine,
+    settings: Settings,
+    smtp_server: SmtpTestServer,
+    user: UserHandle,
+) -> None:
+    # All four are claimed and prepared together; the cap still counts each message
+    # as if the ones before it had been sent.
+    capped = settings.model_copy(update={"email_daily_cap_per_user": 2})
+    created = [
+        create_request(user, make_rejection(user, contact_email=f"hr{n}@acme.example")["id"])
+        for n in range(4)
+    ]
+    run_worker(engine, capped)
+    assert len(smtp_server.wait_for(2)) == 2
+    statuses = sorted(get_request(user, request["id"])["status"] for request in created)
+    assert statuses == ["scheduled", "scheduled", "sent", "sent"]
+    for request in created:
+        if get_request(user, request["id"])["status"] == "scheduled":
+            assert timeline(user, request["id"])[-1]["type"] == "delayed"
+
+
+def test_a_broken_job_does_not_hold_back_the_others_claimed_with_it(
+    engine: Engine, settings: Settings, smtp_server: SmtpTestServer, user: UserHandle
+) -> None:
+    created = [
+        create_request(user, make_rejection(user, contact_email=f"hr{n}@acme.example")["id"])
+        for n in range(3)
+    ]
+    broken_key = f"feedback:{created[1]['id']}:message:0"
+    with Session(engine) as session:
+        job = session.exec(select(Job).where(Job.dedupe_key == broken_key)).one()
+        job.payload = {"request_id": created[1]["id"], "number": "not a number"}
+        session.add(job)
+        session.commit()
+
+    run_worker(engine, settings)
+    assert len(smtp_server.wait_for(2)) == 2
+    assert [get_request(user, request["id"])["status"] for request in created] == [
+        "sent",
+        "scheduled",
+        "sent",
+    ]
+    with Session(engine) as session:
+        job = session.exec(select(Job).where(Job.dedupe_key == broken_key)).one()
+        assert job.status == "pending"
+        assert job.attempts == 1
+        assert job.last_error is not None and "ValueError" in job.last_error
+
+
+def test_workers_claiming_batches_at_once_send_each_message_once(
+    client: TestClient, settings: Settings, smtp_server: SmtpTestServer
+) -> None:
+    users = [make_user(client) for _ in range(3)]
+    for index in range(24):
+        owner = users[index % 3]
+        create_request(owner, make_rejection(owner, contact_email=f"hr{index}@acme.example")["id"])
+    # Batches of a few jobs, so the three workers' batches (and their locks) interleave.
+    small = settings.model_copy(update={"worker_batch_size": 4})
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def work(number: int) -> None:
+        engine = make_engine(small)
+        try:
+            start.wait()
+            run_worker(engine, small, worker_id=f"w{number}")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
+
+    messages = smtp_server.wait_for(24)
+    assert len(messages) == 24
+    assert len({str(message["To"]) for message in messages}) == 24
+    assert len({str(message["Message-ID"]) for message in messages}) == 24
