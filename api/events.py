@@ -6,6 +6,8 @@ whose grants cover it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import insert
 from sqlmodel import Session
 
@@ -42,3 +44,32 @@ def record_event(session: Session, *, type: str, user_id: str, subject_id: str) 
         {"kind": "webhooks.fan_out", "payload": {"event_id": event.id}, "user_id": user_id},
     )
     return event
+
+
+def record_events(session: Session, events: Sequence[tuple[str, str, str]]) -> None:
+    """`record_event` for many (type, user_id, subject_id) at once: one INSERT of the
+    events and one of their jobs, each run once per row (a batch of the worker's)."""
+    if not events:
+        return
+    rows = []
+    for type, user_id, subject_id in events:
+        if type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {type!r}")
+        rows.append(
+            DomainEvent(
+                id=new_id(), type=type, user_id=user_id, subject_id=subject_id, occurred_at=utcnow()
+            )
+        )
+    table = table_of(DomainEvent)
+    connection = session.connection()
+    connection.execute(
+        insert(table),
+        [{column.key: getattr(row, column.key) for column in table.columns} for row in rows],
+    )
+    connection.execute(
+        insert(table_of(Job)),
+        [
+            {"kind": "webhooks.fan_out", "payload": {"event_id": row.id}, "user_id": row.user_id}
+            for row in rows
+        ],
+    )

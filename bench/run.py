@@ -677,6 +677,10 @@ class Bench:
         children: list[procs.Child] = []
         try:
             _wait_for_ports(sink, ports)
+            # CPU time of the workers alone: they are the only children reaped meanwhile.
+            import resource
+
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             began = time.monotonic()
             for index, port in enumerate(ports):
                 env = {
@@ -696,6 +700,8 @@ class Bench:
             limit = 120 + expected / 20  # bounded: far above the slowest plausible rate
             codes = [child.wait(max(1.0, limit - (time.monotonic() - began))) for child in children]
             wall = time.monotonic() - began
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             time.sleep(1.0)  # let the sink write what it accepted last
         finally:
             for child in children:
@@ -720,6 +726,7 @@ class Bench:
             "first_to_last_s": round(span, 2),
             "wall_s": round(wall, 2),
             "wall_rate": round(len(lines) / wall, 1) if wall else 0,
+            "worker_cpu_s": round(cpu, 2),
             "exit_codes": codes,
             "feedback_request_states": states,
             "seeding": seeded,
@@ -740,7 +747,8 @@ class Bench:
         if workers == 1:
             ok = ok and rate >= WORKER_RATE
         note = _join(
-            f"{rate:,.0f}/s first-to-last, {len(lines) / wall:,.0f}/s wall incl. start-up"
+            f"{rate:,.0f}/s first-to-last, {len(lines) / wall:,.0f}/s wall incl. start-up, "
+            f"worker CPU {cpu:.1f} s"
             + ("" if workers == 1 else f"; split {'/'.join(map(str, per_port.values()))}"),
             "; ".join(problems),
         )

@@ -32,7 +32,7 @@ from api.config import Settings
 from api.db import new_id, utcnow
 from api.email import HeaderInjectionError, build_message, new_message_id, render_email
 from api.errors import Conflict, NotFound, Unprocessable
-from api.events import record_event
+from api.events import record_event, record_events
 from api.feedback.schemas import (
     MAX_FOLLOW_UP_INTERVAL,
     FeedbackEventRead,
@@ -1108,6 +1108,7 @@ def record_messages_sent(*, session: Session, items: Sequence[tuple[str, int]]) 
     last_seq = _last_event_seqs(session, list(requests))
     now = utcnow()
     follow_ons: list[Job] = []
+    domain_events: list[tuple[str, str, str]] = []
     for request_id, number in items:
         request = requests.get(request_id)
         message = messages.get((request_id, number))
@@ -1123,12 +1124,7 @@ def record_messages_sent(*, session: Session, items: Sequence[tuple[str, int]]) 
             if request.status == FeedbackStatus.scheduled:
                 request.status = FeedbackStatus.sent.value
             event_type, detail = "sent", f"Sent to {request.recipient_email}."
-            record_event(
-                session,
-                type="feedback_request.sent",
-                user_id=request.user_id,
-                subject_id=request.id,
-            )
+            domain_events.append(("feedback_request.sent", request.user_id, request.id))
         else:
             request.follow_ups_sent = max(request.follow_ups_sent, number)
             if request.status in AWAITING_ANSWER:
@@ -1163,6 +1159,7 @@ def record_messages_sent(*, session: Session, items: Sequence[tuple[str, int]]) 
                     dedupe_key=f"feedback:{request.id}:close",
                 )
             )
+    record_events(session, domain_events)
     enqueue_many(session, follow_ons)
 
 
