@@ -48,16 +48,12 @@ class Tracked(Timestamped):
     deleted_at: datetime | None = timestamp_field(nullable=True)
 
 
+_CLAIM = text("UPDATE users SET sync_seq = sync_seq + :n WHERE id = :id RETURNING sync_seq")
+
+
 def claim_sync_numbers(session: OrmSession, user_id: str, count: int) -> range:
     """Reserve the next `count` numbers of the user's change counter, in one UPDATE."""
-    row = (
-        session.connection()
-        .execute(
-            text("UPDATE users SET sync_seq = sync_seq + :n WHERE id = :id RETURNING sync_seq"),
-            {"n": count, "id": user_id},
-        )
-        .first()
-    )
+    row = session.connection().execute(_CLAIM, {"n": count, "id": user_id}).first()
     if row is not None:
         last = int(row[0])
         return range(last - count + 1, last + 1)
