@@ -119,10 +119,11 @@ def _set_header(message: EmailMessage, name: str, value: str) -> None:
 
 def _text_part(message: EmailMessage, text: str, subtype: str) -> None:
     """The text as the message's (or part's) content, UTF-8: 7bit when it is ASCII with
-    short lines, else quoted-printable (as `set_content` chooses for such text)."""
+    short lines (and does not hold the boundary), else quoted-printable (as `set_content`
+    chooses for such text)."""
     lines = text.encode("utf-8").splitlines()
     raw = b"\n".join(lines) + b"\n"
-    if raw.isascii() and all(len(line) <= 78 for line in lines):
+    if raw.isascii() and all(len(line) <= 78 for line in lines) and _BOUNDARY not in raw:
         encoding, body = "7bit", raw.decode("ascii")
     else:
         encoding = "quoted-printable"
@@ -130,6 +131,12 @@ def _text_part(message: EmailMessage, text: str, subtype: str) -> None:
     message.set_raw("Content-Type", f'text/{subtype}; charset="utf-8"')
     message.set_raw("Content-Transfer-Encoding", encoding)
     message.set_payload(body)
+
+
+# One boundary for every message: it cannot occur in a part, since quoted-printable
+# writes "=" as "=3D" and a part holding it is never left unencoded (see _text_part).
+# Being the same, the header that names it is parsed once, not once per message.
+_BOUNDARY = b"=_rebound_alternative"
 
 
 @lru_cache(maxsize=8)
@@ -208,9 +215,5 @@ def build_message(
         part = EmailMessage(policy=POLICY)
         _text_part(part, content, subtype)
         message.attach(part)
-    # A random 128-bit boundary cannot occur in the 7bit/QP parts by chance, so the
-    # generator need not search the body for a free one.
-    message.set_raw(
-        "Content-Type", f'multipart/alternative;\n boundary="=_rebound_{uuid.uuid4().hex}"'
-    )
+    message.set_raw("Content-Type", f'multipart/alternative; boundary="{_BOUNDARY.decode()}"')
     return message

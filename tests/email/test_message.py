@@ -56,6 +56,30 @@ def test_text_and_html_are_alternatives() -> None:
     assert message.as_bytes().isascii()
 
 
+def test_text_that_looks_like_the_boundary_stays_inside_its_part() -> None:
+    tricky = "Before\n--=_rebound_alternative\nContent-Type: text/html\n\n<b>not a part</b>"
+    message = _reparsed(_build(text=tricky, html="<p>the real html</p>"))
+
+    plain = message.get_body(preferencelist=("plain",))
+    html = message.get_body(preferencelist=("html",))
+    assert plain is not None and plain.get_content().strip() == tricky
+    assert html is not None and html.get_content().strip() == "<p>the real html</p>"
+    assert len(list(message.iter_parts())) == 2
+
+
+def test_long_and_non_ascii_headers_are_folded_and_encoded() -> None:
+    subject = "Feedback " + "on my interview for the senior platform engineering role " * 3
+    message = _build(subject=subject.strip(), to_name="Zoë Müller, Hiring")
+    raw = message.as_bytes()
+
+    assert raw.isascii()
+    assert all(len(line) <= 78 for line in raw.split(b"\n")[:12])
+    parsed = _reparsed(message)
+    assert parsed["Subject"] == subject.strip()
+    assert parsed["To"].addresses[0].display_name == "Zoë Müller, Hiring"
+    assert parsed["To"].addresses[0].addr_spec == "hr@acme.example"
+
+
 def test_text_only_message_is_a_single_part() -> None:
     message = _reparsed(_build())
 
