@@ -33,7 +33,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import ColumnElement, Float, and_, cast, literal_column, or_, true
+from sqlalchemy import ColumnElement, Float, and_, cast, true
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
 
@@ -127,32 +127,103 @@ class _Scope:
         return conditions
 
 
-def _breakdown(scope: _Scope) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """by_stage, by_reason and by_decided_by from one GROUP BY; every value present."""
-    by_stage = {stage.value: 0 for stage in Stage}
-    by_reason = {reason.value: 0 for reason in ReasonCode}
-    by_decided_by = {who.value: 0 for who in DecidedBy}
-    rows = scope.session.exec(
-        select(Rejection.stage, Rejection.reason_code, Rejection.decided_by, func.count())
+def _live_reflection() -> ColumnElement[bool]:
+    """The ON clause joining a rejection to its reflection, unless that was deleted."""
+    return and_(
+        col(Reflection.rejection_id) == col(Rejection.id), col(Reflection.deleted_at).is_(None)
+    )
+
+
+@dataclass
+class _Breakdown:
+    by_stage: dict[str, int]
+    by_reason: dict[str, int]
+    by_decided_by: dict[str, int]
+    reflections_completed: int
+    feedback_not_asked: int  # decided by the employer after an interview, no request
+
+
+def _breakdown(scope: _Scope) -> _Breakdown:
+    """Counts by stage, reason and who decided (every value present), completed
+    reflections, and the rejections nobody asked for feedback: one GROUP BY."""
+    result = _Breakdown(
+        by_stage={stage.value: 0 for stage in Stage},
+        by_reason={reason.value: 0 for reason in ReasonCode},
+        by_decided_by={who.value: 0 for who in DecidedBy},
+        reflections_completed=0,
+        feedback_not_asked=0,
+    )
+    has_request = (
+        select(col(FeedbackRequest.id))
+        .where(
+            col(FeedbackRequest.rejection_id) == col(Rejection.id),
+            col(FeedbackRequest.deleted_at).is_(None),
+        )
+        .exists()
+    )
+    stage, reason, decided_by = (
+        col(Rejection.stage),
+        col(Rejection.reason_code),
+        col(Rejection.decided_by),
+    )
+    rows = scope.session.execute(
+        sa_select(
+            stage,
+            reason,
+            decided_by,
+            func.count(),
+            func.count().filter(col(Reflection.completed_at).is_not(None)),
+            # stage and decided_by are grouped on, so this is only looked at (below) in
+            # the groups the rule is about.
+            func.count().filter(~has_request),
+        )
+        .select_from(Rejection)
+        .outerjoin(Reflection, _live_reflection())
         .where(*scope.rejections())
-        .group_by(col(Rejection.stage), col(Rejection.reason_code), col(Rejection.decided_by))
+        .group_by(stage, reason, decided_by)
     ).all()
-    for stage, reason, decided_by, count in rows:
-        by_stage[stage] = by_stage.get(stage, 0) + count
-        by_reason[reason] = by_reason.get(reason, 0) + count
-        by_decided_by[decided_by] = by_decided_by.get(decided_by, 0) + count
-    return by_stage, by_reason, by_decided_by
+    for stage_value, reason_value, decided_by_value, count, completed, unasked in rows:
+        result.by_stage[stage_value] = result.by_stage.get(stage_value, 0) + count
+        result.by_reason[reason_value] = result.by_reason.get(reason_value, 0) + count
+        result.by_decided_by[decided_by_value] = (
+            result.by_decided_by.get(decided_by_value, 0) + count
+        )
+        result.reflections_completed += completed
+        if stage_value in INTERVIEW_STAGES and decided_by_value == DecidedBy.employer.value:
+            result.feedback_not_asked += unasked
+    return result
 
 
-def _by_month(scope: _Scope) -> list[MonthCount]:
-    if scope.postgres:
-        month = func.to_char(col(Rejection.rejected_on), literal_column("'YYYY-MM'"))
-    else:
-        month = func.strftime(literal_column("'%Y-%m'"), col(Rejection.rejected_on))
-    rows = scope.session.exec(
-        select(month, func.count()).where(*scope.rejections()).group_by(month).order_by(month)
+def _by_day(scope: _Scope) -> tuple[list[MonthCount], list[MoodPoint]]:
+    """Rejections per month, and the mood series, from one GROUP BY `rejected_on`."""
+    day = col(Rejection.rejected_on)
+    rows = scope.session.execute(
+        sa_select(
+            day,
+            func.count(),
+            func.avg(cast(col(Reflection.emotion_intensity), Float)),
+            func.avg(cast(col(Reflection.confidence), Float)),
+        )
+        .select_from(Rejection)
+        .outerjoin(Reflection, _live_reflection())
+        .where(*scope.rejections())
+        .group_by(day)
+        .order_by(day)
     ).all()
-    return [MonthCount(month=str(value), count=count) for value, count in rows]
+    months: dict[str, int] = {}
+    mood: list[MoodPoint] = []
+    for rejected_on, count, intensity, confidence in rows:
+        month = f"{rejected_on.year:04d}-{rejected_on.month:02d}"
+        months[month] = months.get(month, 0) + count
+        if intensity is not None or confidence is not None:
+            mood.append(
+                MoodPoint(
+                    date=rejected_on,
+                    intensity=_float(intensity, 2),
+                    confidence=_float(confidence, 2),
+                )
+            )
+    return [MonthCount(month=month, count=count) for month, count in months.items()], mood
 
 
 def _funnel(by_stage: dict[str, int]) -> list[FunnelStep]:
@@ -164,63 +235,24 @@ def _funnel(by_stage: dict[str, int]) -> list[FunnelStep]:
     return funnel[::-1]
 
 
-def _skill_counts(
-    scope: _Scope, kind: str, *, limit: int | None = None, at_least: int | None = None
-) -> list[SkillCount]:
-    """Skills of one kind, by the number of rejections naming them, ties alphabetically."""
-    skill = col(ReflectionSkill.skill)
-    count = func.count(func.distinct(col(ReflectionSkill.rejection_id)))
-    statement = (
-        select(skill, count)
+def _skill_counts(scope: _Scope) -> dict[str, list[SkillCount]]:
+    """Per kind, every skill by the number of rejections naming it, ties by code point."""
+    kind, skill = col(ReflectionSkill.kind), col(ReflectionSkill.skill)
+    # Rows are unique per (reflection, kind, skill) and a rejection has one reflection, so
+    # counting rows counts rejections (and needs no sort, unlike a DISTINCT count).
+    count = func.count()
+    rows = scope.session.execute(
+        sa_select(kind, skill, count)
         .join(Rejection, col(Rejection.id) == col(ReflectionSkill.rejection_id))
-        .where(*scope.rejections(), col(ReflectionSkill.kind) == kind)
-        .group_by(skill)
-        # Code-point order on both engines, whatever the database's collation.
-        .order_by(count.desc(), skill.collate("C") if scope.postgres else skill)
-    )
-    if at_least is not None:
-        statement = statement.having(count >= at_least)
-    if limit is not None:
-        statement = statement.limit(limit)
-    return [SkillCount(skill=name, count=n) for name, n in scope.session.exec(statement).all()]
-
-
-def _reflections(scope: _Scope) -> tuple[int, list[MoodPoint]]:
-    """Completed reflections, and the mood series by rejection date."""
-    joined = (
-        select(func.count())
-        .select_from(Reflection)
-        .join(Rejection, col(Rejection.id) == col(Reflection.rejection_id))
-        .where(
-            *scope.rejections(),
-            col(Reflection.deleted_at).is_(None),
-            col(Reflection.completed_at).is_not(None),
-        )
-    )
-    completed = scope.session.exec(joined).one()
-    rows = scope.session.exec(
-        select(
-            col(Rejection.rejected_on),
-            func.avg(cast(col(Reflection.emotion_intensity), Float)),
-            func.avg(cast(col(Reflection.confidence), Float)),
-        )
-        .join(Rejection, col(Rejection.id) == col(Reflection.rejection_id))
-        .where(
-            *scope.rejections(),
-            col(Reflection.deleted_at).is_(None),
-            or_(
-                col(Reflection.emotion_intensity).is_not(None),
-                col(Reflection.confidence).is_not(None),
-            ),
-        )
-        .group_by(col(Rejection.rejected_on))
-        .order_by(col(Rejection.rejected_on))
+        .where(*scope.rejections())
+        .group_by(kind, skill)
     ).all()
-    mood = [
-        MoodPoint(date=day, intensity=_float(intensity, 2), confidence=_float(confidence, 2))
-        for day, intensity, confidence in rows
-    ]
-    return completed, mood
+    # Sorted here (Python compares strings by code point, whatever the database's
+    # collation): one row per distinct skill, and one statement for both kinds and rules.
+    counts: dict[str, list[SkillCount]] = {"strength": [], "weakness": []}
+    for kind_value, name, n in sorted(rows, key=lambda row: (-row[2], row[1])):
+        counts.setdefault(kind_value, []).append(SkillCount(skill=name, count=n))
+    return counts
 
 
 def _feedback(scope: _Scope) -> tuple[int, FeedbackInsights]:
@@ -330,8 +362,8 @@ def _skills_with_open_items(scope: _Scope) -> set[str]:
     return {str(value) for value in rows}
 
 
-def _unaddressed_weaknesses(scope: _Scope) -> list[Suggestion]:
-    recurring = _skill_counts(scope, "weakness", at_least=RECURRING_WEAKNESS)
+def _unaddressed_weaknesses(scope: _Scope, weaknesses: list[SkillCount]) -> list[Suggestion]:
+    recurring = [weakness for weakness in weaknesses if weakness.count >= RECURRING_WEAKNESS]
     if not recurring:
         return []
     covered = _skills_with_open_items(scope)
@@ -421,23 +453,7 @@ def _stalled_reflections(scope: _Scope) -> list[Suggestion]:
     return suggestions
 
 
-def _ask_for_feedback(scope: _Scope) -> list[Suggestion]:
-    has_request = (
-        select(col(FeedbackRequest.id))
-        .where(
-            col(FeedbackRequest.rejection_id) == col(Rejection.id),
-            col(FeedbackRequest.deleted_at).is_(None),
-        )
-        .exists()
-    )
-    count = scope.session.exec(
-        select(func.count()).where(
-            *scope.rejections(),
-            col(Rejection.stage).in_(INTERVIEW_STAGES),
-            col(Rejection.decided_by) == DecidedBy.employer.value,
-            ~has_request,
-        )
-    ).one()
+def _ask_for_feedback(count: int) -> list[Suggestion]:
     if count < FEEDBACK_NOT_ASKED:
         return []
     return [
@@ -491,18 +507,21 @@ def compute_insights(
         date_to=date_to,
         today=today if today is not None else local_today(user),
     )
-    by_stage, by_reason, by_decided_by = _breakdown(scope)
+    breakdown = _breakdown(scope)
+    by_stage = breakdown.by_stage
     rejections = sum(by_stage.values())
-    completed, mood = _reflections(scope)
+    by_month, mood = _by_day(scope)
+    skills = _skill_counts(scope)
     feedback_requests, feedback = _feedback(scope)
     actions = _actions(scope)
     suggestions: Sequence[Suggestion] = [
-        *_unaddressed_weaknesses(scope),
+        *_unaddressed_weaknesses(scope, skills["weakness"]),
         *_stage_hotspot(by_stage),
         *_stalled_reflections(scope),
-        *_ask_for_feedback(scope),
+        *_ask_for_feedback(breakdown.feedback_not_asked),
         *_overdue_actions(actions),
     ]
+    completed = breakdown.reflections_completed
     return InsightsRead(
         totals=Totals(
             rejections=rejections,
@@ -510,13 +529,13 @@ def compute_insights(
             feedback_requests=feedback_requests,
             action_items=actions.total,
         ),
-        by_month=_by_month(scope),
+        by_month=by_month,
         by_stage=by_stage,
-        by_reason=by_reason,
-        by_decided_by=by_decided_by,
+        by_reason=breakdown.by_reason,
+        by_decided_by=breakdown.by_decided_by,
         funnel=_funnel(by_stage),
-        top_weaknesses=_skill_counts(scope, "weakness", limit=TOP_SKILLS),
-        top_strengths=_skill_counts(scope, "strength", limit=TOP_SKILLS),
+        top_weaknesses=skills["weakness"][:TOP_SKILLS],
+        top_strengths=skills["strength"][:TOP_SKILLS],
         feedback=feedback,
         mood=mood,
         reflection_completion_rate=_rate(completed, rejections),

@@ -122,6 +122,8 @@ class ReflectionSkill(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("reflection_id", "kind", "skill"),
         Index("ix_reflection_skills_user_id_kind_skill", "user_id", "kind", "skill"),
+        # Insights' skill counts, from each rejection in range, read from the index alone.
+        Index("ix_reflection_skills_rejection_id_kind_skill", "rejection_id", "kind", "skill"),
     )
 
     id: str = id_field()
