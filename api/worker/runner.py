@@ -3,6 +3,10 @@
 Claiming takes `SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL (and SQLite's write lock
 there), marks the jobs running with a lease, and commits; so two workers never run the
 same job at once. A job whose worker died is claimed again when its lease runs out.
+
+The jobs of a claim whose kind has a batch handler run together through it; the others
+run one by one. Outcomes are written in one UPDATE per group of jobs that end together
+(each only while its lease is still this worker's).
 """
 
 from __future__ import annotations
