@@ -43,7 +43,10 @@ class Settings(BaseSettings):
 
     embedded_worker: bool = True
     worker_poll_interval: float = 1.0
-    worker_batch_size: int = 50
+    # Jobs claimed per round; a batch of e-mails is prepared and recorded in one
+    # transaction each, so larger batches mean fewer round trips (a crash re-runs at most
+    # one batch, once its lease has run out).
+    worker_batch_size: int = 200
     # On SQLite `serve` migrates by itself; on PostgreSQL only when this is true.
     migrate_on_start: bool | None = None
 
