@@ -169,7 +169,7 @@ def test_list_items_are_the_same_json_as_the_rejection_itself(client: TestClient
         user,
         job_url="https://jobs.example.com/1",
         location="Zürich",
-        reason_text="Another candidate had more \"hands-on\" experience.\nLine two.",
+        reason_text='Another candidate had more "hands-on" experience.\nLine two.',
         tags=["fintech", "remote"],
         notes="Friendly panel; ✓ good questions.",
         emotional_impact=4,
