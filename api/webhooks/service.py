@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import and_, delete, or_
 from sqlmodel import Session, col, func, select
 
 from api.config import Settings
@@ -306,36 +307,101 @@ def orgs_to_notify(session: Session, event: DomainEvent, now: datetime) -> set[s
 def fan_out(*, session: Session, event_id: str) -> int:
     """A delivery (and a job to send it) for every subscription that should hear of the
     event; running it again adds none twice. Returns how many it added."""
-    event = session.get(DomainEvent, event_id)
-    if event is None:
-        return 0
-    org_ids = orgs_to_notify(session, event, utcnow())
-    if not org_ids:
-        return 0
+    return fan_out_many(session=session, event_ids=[event_id])[0]
+
+
+def _orgs_hearing(
+    event: DomainEvent, grants_by_id: dict[str, Grant], grants: list[Grant], now: datetime
+) -> set[str]:
+    """`orgs_to_notify` over grants already loaded: `grants_by_id` holds the subjects of
+    grant events, `grants` the unrevoked grants of the event's user (and maybe others)."""
+    scope = EVENT_SCOPES[event.type]
+    if scope is None:
+        grant = grants_by_id.get(event.subject_id)
+        if grant is None or grant.user_id != event.user_id:
+            return set()
+        # A revocation is announced although (because) the grant is no longer in force.
+        if event.type == "grant.revoked" or grant_status(grant, now) == "active":
+            return {grant.org_id}
+        return set()
+    return {
+        grant.org_id
+        for grant in grants
+        if grant.user_id == event.user_id
+        and grant.revoked_at is None
+        and grant_status(grant, now) == "active"
+        and scope in grant.scopes
+    }
+
+
+def fan_out_many(*, session: Session, event_ids: Sequence[str]) -> list[int]:
+    """`fan_out` for many events in a few queries (the events, their users' grants, the
+    organisations' subscriptions, the deliveries already made); how many each added.
+    An event listed twice is fanned out once."""
+    counts = [0] * len(event_ids)
+    if not event_ids:
+        return counts
+    ids = sorted(set(event_ids))
+    events = {
+        event.id: event
+        for event in session.exec(select(DomainEvent).where(col(DomainEvent.id).in_(ids)))
+    }
+    if not events:
+        return counts
+    user_ids = sorted({event.user_id for event in events.values()})
+    grant_ids = sorted(
+        {event.subject_id for event in events.values() if EVENT_SCOPES[event.type] is None}
+    )
+    of_users = and_(col(Grant.user_id).in_(user_ids), col(Grant.revoked_at).is_(None))
+    grants = list(
+        session.exec(
+            select(Grant).where(
+                or_(of_users, col(Grant.id).in_(grant_ids)) if grant_ids else of_users
+            )
+        )
+    )
+    grants_by_id = {grant.id: grant for grant in grants}
+    now = utcnow()
+    orgs = {event.id: _orgs_hearing(event, grants_by_id, grants, now) for event in events.values()}
+    all_orgs = sorted(set[str]().union(*orgs.values()))
+    if not all_orgs:
+        return counts
     subscriptions = session.exec(
         select(WebhookSubscription)
         .where(
-            col(WebhookSubscription.org_id).in_(sorted(org_ids)),
+            col(WebhookSubscription.org_id).in_(all_orgs),
             col(WebhookSubscription.enabled).is_(True),
         )
         .order_by(col(WebhookSubscription.id))
     ).all()
     done = set(
         session.exec(
-            select(WebhookDelivery.subscription_id).where(col(WebhookDelivery.event_id) == event.id)
+            select(WebhookDelivery.event_id, WebhookDelivery.subscription_id).where(
+                col(WebhookDelivery.event_id).in_(sorted(orgs))
+            )
         ).all()
     )
-    added = 0
-    for subscription in subscriptions:
-        if event.type not in subscription.events or subscription.id in done:
+    seen: set[str] = set()
+    for index, event_id in enumerate(event_ids):
+        event = events.get(event_id)
+        if event is None or event_id in seen:
             continue
-        delivery = WebhookDelivery(
-            subscription_id=subscription.id, event_id=event.id, event_type=event.type
-        )
-        session.add(delivery)
-        _queue_round(session, delivery, user_id=event.user_id)
-        added += 1
-    return added
+        seen.add(event_id)
+        for subscription in subscriptions:
+            if (
+                subscription.org_id not in orgs[event_id]
+                or event.type not in subscription.events
+                or (event_id, subscription.id) in done
+            ):
+                continue
+            delivery = WebhookDelivery(
+                subscription_id=subscription.id, event_id=event.id, event_type=event.type
+            )
+            session.add(delivery)
+            _queue_round(session, delivery, user_id=event.user_id)
+            counts[index] += 1
+    # The session inserts the new rows of each table together when it flushes.
+    return counts
 
 
 def payload_of(event: DomainEvent) -> str:

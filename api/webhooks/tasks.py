@@ -1,5 +1,9 @@
 """The worker's webhook jobs: fan an event out, deliver one delivery, tell owners.
 
+The worker fans the events of all the `webhooks.fan_out` jobs it claimed out together
+(`fan_out_batch`): every rejection queues one, so doing them one by one would cost a few
+round trips each.
+
 `webhooks.deliver` holds no transaction while it waits for the receiver: it reads what
 to send, sends it, then records the outcome. A failed try is rescheduled with
 `RetryLater` at the time the retry schedule gives (the delivery's own try count picks
@@ -8,6 +12,7 @@ it), so the job's attempts only count crashes of the handler itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
@@ -20,7 +25,7 @@ from api.models import Job, Organisation, User
 from api.models.webhook import WebhookSubscription
 from api.webhooks import service
 from api.webhooks.delivery import send_delivery
-from api.worker.registry import RetryLater, WorkerContext, periodic, task
+from api.worker.registry import RetryLater, WorkerContext, batch_task, periodic, task
 
 log = structlog.get_logger("rebound.webhooks")
 
@@ -32,6 +37,18 @@ async def fan_out(job: Job, ctx: WorkerContext) -> None:
         added = service.fan_out(session=session, event_id=event_id)
     if added:
         log.info("webhook_fan_out", event_id=event_id, deliveries=added)
+
+
+@batch_task("webhooks.fan_out")
+async def fan_out_batch(jobs: Sequence[Job], ctx: WorkerContext) -> list[BaseException | None]:
+    """`fan_out` for many jobs in one transaction. Should it fail, nothing was written (it
+    rolled back) and the runner fans each event out alone."""
+    event_ids = [str(job.payload["event_id"]) for job in jobs]
+    with ctx.session() as session:
+        added = service.fan_out_many(session=session, event_ids=event_ids)
+    if any(added):
+        log.info("webhook_fan_out_batch", events=len(event_ids), deliveries=sum(added))
+    return [None] * len(jobs)
 
 
 @task("webhooks.deliver")

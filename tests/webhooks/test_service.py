@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from api.config import Settings
 from api.db import open_session, utcnow
 from api.events import EVENT_TYPES, record_event
 from api.models import DomainEvent, Grant, Job
@@ -16,7 +18,7 @@ from api.models.webhook import WebhookDelivery, WebhookSubscription
 from api.webhooks import service
 from api.webhooks.service import EVENT_SCOPES, RETRY_SCHEDULE, retry_delay
 from tests.factories import make_user
-from tests.webhooks.conftest import grant, make_org, revoke
+from tests.webhooks.conftest import grant, make_org, revoke, run_worker
 
 URL = "http://127.0.0.1:9/hook"
 
@@ -180,3 +182,86 @@ def test_finished_deliveries_leave_the_log_after_thirty_days(
         session.commit()
     with open_session(engine, write=False) as session:
         assert [row.id for row in session.exec(select(WebhookDelivery))] == [kept]
+
+
+def _fan_out_scene(client: TestClient, engine: Engine) -> tuple[list[str], set[tuple[str, str]]]:
+    """Events of two users for two organisations; the events' ids and the (event,
+    subscription) pairs that should get a delivery."""
+    owner, user, stranger = make_user(client), make_user(client), make_user(client)
+    first, second = make_org(client, owner), make_org(client, owner, name="Other")
+    rejections = _subscribe_directly(engine, first, ["rejection.created"])
+    grants = _subscribe_directly(engine, first, ["rejection.created", "grant.created"])
+    with open_session(engine) as session:
+        off = WebhookSubscription(
+            org_id=first, url=URL, events=["rejection.created"], secret="x", enabled=False
+        )
+        session.add(off)
+        session.commit()
+    feedback = _subscribe_directly(engine, second, ["feedback_request.sent", "grant.revoked"])
+    kept = grant(client, user, first, "rejections:read")
+    revoked = grant(client, user, second, "feedback:read")
+    revoke(client, user, revoked)
+    r1 = _record(engine, "rejection.created", user.id, "r1")
+    r2 = _record(engine, "rejection.created", user.id, "r2")
+    _record(engine, "feedback_request.sent", user.id, "f1")  # its grant is revoked
+    _record(engine, "reflection.completed", user.id, "x1")  # no grant covers it
+    _record(engine, "rejection.created", stranger.id, "s1")  # no grant at all
+    with open_session(engine, write=False) as session:
+        events = session.exec(select(DomainEvent).order_by(col(DomainEvent.id))).all()
+    by_subject = {(event.type, event.subject_id): event.id for event in events}
+    expected = {
+        (r1, rejections),
+        (r1, grants),
+        (r2, rejections),
+        (r2, grants),
+        (by_subject["grant.created", kept], grants),
+        (by_subject["grant.revoked", revoked], feedback),
+    }
+    return [event.id for event in events], expected
+
+
+def _delivered(engine: Engine) -> set[tuple[str, str]]:
+    with open_session(engine, write=False) as session:
+        rows = session.exec(select(WebhookDelivery)).all()
+        jobs = session.exec(select(Job).where(col(Job.kind) == "webhooks.deliver")).all()
+    assert sorted(str(job.payload["delivery_id"]) for job in jobs) == sorted(r.id for r in rows)
+    return {(row.event_id, row.subscription_id) for row in rows}
+
+
+def test_a_batch_of_events_fans_out_like_one_at_a_time(client: TestClient, engine: Engine) -> None:
+    event_ids, expected = _fan_out_scene(client, engine)
+    with open_session(engine) as session:
+        one_by_one = [service.fan_out(session=session, event_id=i) for i in event_ids]
+        session.flush()
+        pairs = {
+            (row.event_id, row.subscription_id) for row in session.exec(select(WebhookDelivery))
+        }
+        session.rollback()
+    assert pairs == expected
+    # The same events at once, one of them twice and one that is gone.
+    batch = [*event_ids, event_ids[0], "no-such-event"]
+    with open_session(engine) as session:
+        added = service.fan_out_many(session=session, event_ids=batch)
+        session.commit()
+    assert added == [*one_by_one, 0, 0]
+    assert _delivered(engine) == expected
+    with open_session(engine) as session:  # a batch run again after a crash
+        assert service.fan_out_many(session=session, event_ids=batch) == [0] * len(batch)
+        session.commit()
+    assert _delivered(engine) == expected
+
+
+def test_the_worker_fans_its_claimed_events_out_together(
+    client: TestClient, engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _event_ids, expected = _fan_out_scene(client, engine)
+
+    def one_at_a_time(**_kwargs: object) -> int:
+        raise AssertionError("the batch handler should have fanned these out")
+
+    monkeypatch.setattr(service, "fan_out", one_at_a_time)
+    run_worker(engine, settings)
+    assert _delivered(engine) == expected
+    with open_session(engine, write=False) as session:
+        fan_outs = session.exec(select(Job).where(col(Job.kind) == "webhooks.fan_out")).all()
+    assert fan_outs and {job.status for job in fan_outs} == {"done"}
