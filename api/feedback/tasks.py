@@ -46,18 +46,8 @@ async def send_feedback_message(job: Job, ctx: WorkerContext) -> None:
     try:
         await ctx.send_email(outgoing.email)
     except EmailDeliveryError as exc:
-        with ctx.session() as session:
-            service.record_delivery_failure(
-                session=session,
-                request_id=request_id,
-                number=number,
-                reason=exc.reason,
-                permanent=exc.permanent,
-            )
-        if exc.permanent:
-            log.info("feedback_bounced", request_id=request_id, number=number, reason=exc.reason)
-            return
-        raise
+        if _delivery_failed(ctx, (request_id, number), exc) is not None:
+            raise  # not a bounce: the job is tried again
     with ctx.session() as session:
         service.record_message_sent(session=session, request_id=request_id, number=number)
 
