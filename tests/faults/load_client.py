@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from api.reflections.steps import STEP_ORDER
+
 PASSWORD = "correct horse battery staple"
 # How often each kind of request is picked (the weights of a day's traffic, roughly).
 MIX = {
@@ -36,15 +38,7 @@ MIX = {
     "sync": 10,
     "insights": 10,
 }
-STEPS = [
-    "emotions",
-    "strengths_weaknesses",
-    "feedback",
-    "goals_values",
-    "mistakes",
-    "action",
-    "attitude",
-]
+STEPS = [key.value for key in STEP_ORDER]
 
 
 class Recorder:

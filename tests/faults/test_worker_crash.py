@@ -24,6 +24,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,6 +86,27 @@ def expire_leases(engine: Engine) -> int:
     return int(in_flight)
 
 
+def kill_at_first_arrival(
+    worker: subprocess.Popen[bytes], arrived: Callable[[], int], engine: Engine, due: int
+) -> tuple[int, int]:
+    """SIGKILL the worker as soon as its first message arrives, then let its leases run
+    out; returns how many had arrived by then and how many jobs it held."""
+    try:
+        deadline = time.monotonic() + 90
+        while not arrived() and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                raise RuntimeError(worker.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+    arrived_before_kill = arrived()
+    in_flight = expire_leases(engine)
+    assert arrived_before_kill < due, "the kill came too late to prove anything"
+    assert in_flight > 0, "nothing was in flight when the worker died"
+    return arrived_before_kill, in_flight
+
+
 def test_killed_worker_loses_no_email(
     client: TestClient,
     engine: Engine,
@@ -111,15 +133,9 @@ def test_killed_worker_loses_no_email(
     worker = worker_process(
         database_url, {"REBOUND_EMAIL_BACKEND": "smtp", "REBOUND_SMTP_URL": smtp_server.url}
     )
-    try:
-        smtp_server.wait_for(1, timeout=90)
-    finally:
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-    delivered_before_kill = len(smtp_server.messages)
-    in_flight = expire_leases(engine)
-    assert delivered_before_kill < MESSAGES, "the kill came too late to prove anything"
-    assert in_flight > 0, "nothing was in flight when the worker died"
+    delivered_before_kill, in_flight = kill_at_first_arrival(
+        worker, lambda: len(smtp_server.messages), engine, MESSAGES
+    )
 
     # A second worker picks everything up.
     time.sleep(SMTP_DELAY * 2)  # let the dead worker's last DATA answers land
@@ -177,19 +193,9 @@ def test_killed_worker_loses_no_webhook(
 
         receiver.delay = RECEIVER_DELAY
         worker = worker_process(database_url, {"REBOUND_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true"})
-        try:
-            deadline = time.monotonic() + 90
-            while not receiver.received and time.monotonic() < deadline:
-                if worker.poll() is not None:
-                    raise RuntimeError(worker.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
-                time.sleep(0.05)
-        finally:
-            worker.send_signal(signal.SIGKILL)
-            worker.wait(timeout=10)
-        received_before_kill = len(receiver.received)
-        in_flight = expire_leases(engine)
-        assert received_before_kill < WEBHOOKS, "the kill came too late to prove anything"
-        assert in_flight > 0, "nothing was in flight when the worker died"
+        received_before_kill, in_flight = kill_at_first_arrival(
+            worker, lambda: len(receiver.received), engine, WEBHOOKS
+        )
 
         # A second worker picks everything up.
         time.sleep(RECEIVER_DELAY * 2)  # let the dead worker's last requests land
