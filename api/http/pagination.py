@@ -14,7 +14,7 @@ from typing import Annotated, Any, Generic, Protocol, TypeVar
 import orjson
 from fastapi import Query, Response
 from pydantic import BaseModel
-from sqlalchemy import Column, Row, Select
+from sqlalchemy import Column, Row, Select, bindparam
 from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -29,6 +29,7 @@ class HasId(Protocol):
 
 M = TypeVar("M", bound=HasId)
 R = TypeVar("R", bound=Any)
+S = TypeVar("S", bound=Select[Any])
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Items per page (1-100).")]
 Cursor = Annotated[
@@ -69,20 +70,28 @@ def paginate(
     return _with_next_cursor(rows, limit)
 
 
-def paginate_rows(
+def keyset_page(statement: S, id_column: Any, *, after_cursor: bool) -> S:
+    """`statement` as a page, newest id first: `:limit` rows, after the id `:cursor` when
+    `after_cursor`. Built once and run with `fetch_page`, so that a hot list binds its
+    values into a statement SQLAlchemy has already compiled, instead of building one."""
+    if after_cursor:
+        statement = statement.where(id_column < bindparam("cursor"))
+    return statement.order_by(id_column.desc()).limit(bindparam("limit"))
+
+
+def fetch_page(
     session: Session,
     statement: Select[Any],
-    id_column: Any,
+    params: dict[str, Any],
     *,
     limit: int,
     cursor: str | None,
 ) -> tuple[list[Row[Any]], str | None]:
-    """`paginate` for a select of plain columns: the rows need none of the ORM's work."""
-    page = _one_page(statement, id_column, limit=limit, cursor=cursor)
-    return _with_next_cursor(list(session.connection().execute(page).all()), limit)
-
-
-S = TypeVar("S", bound=Select[Any])
+    """Run a `keyset_page` statement: the rows of one page and the next page's cursor."""
+    values = {**params, "limit": limit + 1}
+    if cursor is not None:
+        values["cursor"] = decode_cursor(cursor)
+    return _with_next_cursor(list(session.connection().execute(statement, values).all()), limit)
 
 
 def _one_page(statement: S, id_column: Any, *, limit: int, cursor: str | None) -> S:

@@ -42,7 +42,7 @@ from api.reflections import service as reflections
 from api.reflections.schemas import ReflectionRead
 from api.rejections import service as rejections
 from api.rejections.router import rejection_read
-from api.rejections.schemas import RejectionRead
+from api.rejections.schemas import RejectionFilters, RejectionRead
 
 router = APIRouter(
     prefix="/v1/orgs/{org_id}/clients", tags=["clients"], route_class=TransactionalRoute
@@ -176,15 +176,16 @@ def list_client_rejections(
     rejected_to: date | None = None,
 ) -> Response:
     """A client's rejections, newest first (scope `rejections:read`)."""
-    rows, next_cursor = rejections.list_rejections(
-        session=session,
-        owner_id=access.client.id,
+    filters = RejectionFilters(
         limit=limit,
         cursor=cursor,
         stage=stage,
         reason_code=reason_code,
         rejected_from=rejected_from,
         rejected_to=rejected_to,
+    )
+    rows, next_cursor = rejections.list_rejections(
+        session=session, owner_id=access.client.id, filters=filters
     )
     return page_response(rows, next_cursor)
 

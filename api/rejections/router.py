@@ -2,19 +2,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Response, status
 
 from api.auth.dependencies import CurrentUser, CurrentUserId
 from api.db import SessionDep
 from api.http.etag import set_etag
-from api.http.pagination import Cursor, Limit, Page, page_response
+from api.http.pagination import Page, page_response
+from api.http.query import QueryModel, query_parameters
 from api.http.responses import problems
 from api.http.transaction import TransactionalRoute
 from api.models import Rejection
-from api.models.rejection import ReasonCode, Stage
 from api.rejections import service
 from api.rejections.dependencies import OwnedRejection, RejectionForWrite
-from api.rejections.schemas import IsoDate, RejectionCreate, RejectionRead, RejectionUpdate
+from api.rejections.schemas import (
+    RejectionCreate,
+    RejectionFilters,
+    RejectionRead,
+    RejectionUpdate,
+)
 
 router = APIRouter(prefix="/v1/rejections", tags=["rejections"], route_class=TransactionalRoute)
 
@@ -34,39 +39,19 @@ def create_rejection(
     return rejection_read(rejection)
 
 
-@router.get("", response_model=Page[RejectionRead], responses=problems(401, 422))
+@router.get(
+    "",
+    response_model=Page[RejectionRead],
+    responses=problems(401, 422),
+    openapi_extra=query_parameters(RejectionFilters),
+)
 def list_rejections(
     user_id: CurrentUserId,
     session: SessionDep,
-    limit: Limit = 20,
-    cursor: Cursor = None,
-    stage: Stage | None = None,
-    reason_code: ReasonCode | None = None,
-    company: Annotated[str | None, Query(max_length=200)] = None,
-    tag: Annotated[str | None, Query(max_length=40)] = None,
-    rejected_from: IsoDate | None = None,
-    rejected_to: IsoDate | None = None,
-    q: Annotated[
-        str | None,
-        Query(
-            max_length=200, description="Text to find in company, role, reason, notes or location."
-        ),
-    ] = None,
+    filters: Annotated[RejectionFilters, QueryModel(RejectionFilters)],
 ) -> Response:
     """The user's rejections, newest first, with filters."""
-    rows, next_cursor = service.list_rejections(
-        session=session,
-        owner_id=user_id,
-        limit=limit,
-        cursor=cursor,
-        stage=stage,
-        reason_code=reason_code,
-        company=company,
-        tag=tag,
-        rejected_from=rejected_from,
-        rejected_to=rejected_to,
-        q=q,
-    )
+    rows, next_cursor = service.list_rejections(session=session, owner_id=user_id, filters=filters)
     return page_response(rows, next_cursor)
 
 

@@ -128,3 +128,23 @@ class RejectionRead(BaseModel):
     emotional_impact: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class RejectionFilters(BaseModel):
+    """The list's query string: a page, and filters that all must match."""
+
+    limit: int = Field(default=20, ge=1, le=100, description="Items per page (1-100).")
+    cursor: str | None = Field(
+        default=None, max_length=200, description="`next_cursor` of the previous page."
+    )
+    stage: Stage | None = None
+    reason_code: ReasonCode | None = None
+    company: str | None = Field(default=None, max_length=200)
+    tag: str | None = Field(default=None, max_length=40)
+    rejected_from: IsoDate | None = None
+    rejected_to: IsoDate | None = None
+    q: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Text to find in company, role, reason, notes or location.",
+    )

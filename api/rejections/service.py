@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Row, Table, func, or_, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    or_,
+    type_coerce,
+)
 from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
@@ -15,12 +27,16 @@ from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.feedback.service import retire_for_deleted_rejection
-from api.http.pagination import paginate_rows, read_columns
+from api.http.pagination import fetch_page, keyset_page, read_columns
 from api.models import Reflection, Rejection, User
 from api.models.base import claim_sync_numbers, insert_now
-from api.models.rejection import ReasonCode, Stage
 from api.reflections.service import create_reflection
-from api.rejections.schemas import RejectionCreate, RejectionRead, RejectionUpdate
+from api.rejections.schemas import (
+    RejectionCreate,
+    RejectionFilters,
+    RejectionRead,
+    RejectionUpdate,
+)
 
 # The list reads the table, not the model (see api/http/pagination.py); its select is
 # built once: coercing nineteen columns is a good part of a list's own work.
@@ -78,66 +94,69 @@ def get_rejection(
     return rejection
 
 
-def _tag_filter(session: Session, tag: str) -> ColumnElement[bool]:
-    if session.get_bind().dialect.name == "postgresql":
-        return type_coerce(_rejections.c.tags, JSONB).contains([tag])
-    each = func.json_each(_rejections.c.tags).table_valued("value")
-    return select(each.c.value).where(each.c.value == tag).exists()
-
-
 def list_rejections(
-    *,
-    session: Session,
-    owner_id: str,
-    limit: int,
-    cursor: str | None,
-    stage: Stage | None = None,
-    reason_code: ReasonCode | None = None,
-    company: str | None = None,
-    tag: str | None = None,
-    rejected_from: date | None = None,
-    rejected_to: date | None = None,
-    q: str | None = None,
+    *, session: Session, owner_id: str, filters: RejectionFilters
 ) -> tuple[list[Row[Any]], str | None]:
     """The owner's live rejections, newest first, filtered: rows of `RejectionRead`'s columns."""
-    statement = SELECT_READ_COLUMNS.where(
-        _rejections.c.user_id == owner_id,
-        _rejections.c.deleted_at.is_(None),
+    values: dict[str, Any] = {"user_id": owner_id}
+    if filters.stage is not None:
+        values["stage"] = filters.stage.value
+    if filters.reason_code is not None:
+        values["reason_code"] = filters.reason_code.value
+    if filters.company:
+        values["company"] = filters.company.strip().lower()
+    if filters.tag:
+        values["tag"] = filters.tag
+    if filters.rejected_from is not None:
+        values["rejected_from"] = filters.rejected_from
+    if filters.rejected_to is not None:
+        values["rejected_to"] = filters.rejected_to
+    if filters.q:
+        escaped = filters.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        values["q"] = f"%{escaped}%"
+    statement = _list_statement(
+        session.get_bind().dialect.name, frozenset(values), after_cursor=filters.cursor is not None
     )
-    conditions: list[ColumnElement[bool]] = []
-    if stage is not None:
-        conditions.append(_rejections.c.stage == stage.value)
-    if reason_code is not None:
-        conditions.append(_rejections.c.reason_code == reason_code.value)
-    if company:
-        conditions.append(func.lower(_rejections.c.company) == company.strip().lower())
-    if tag:
-        conditions.append(_tag_filter(session, tag))
-    if rejected_from is not None:
-        conditions.append(_rejections.c.rejected_on >= rejected_from)
-    if rejected_to is not None:
-        conditions.append(_rejections.c.rejected_on <= rejected_to)
-    if q:
-        pattern = (
-            "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        )
+    return fetch_page(session, statement, values, limit=filters.limit, cursor=filters.cursor)
+
+
+@functools.cache
+def _list_statement(dialect: str, given: frozenset[str], *, after_cursor: bool) -> Select[Any]:
+    """The list's select for one combination of filters, with every value bound, built
+    once: SQLAlchemy then reuses its compiled form, and a request only binds values."""
+    c = _rejections.c
+    conditions: list[ColumnElement[bool]] = [
+        c.user_id == bindparam("user_id"),
+        c.deleted_at.is_(None),
+    ]
+    if "stage" in given:
+        conditions.append(c.stage == bindparam("stage"))
+    if "reason_code" in given:
+        conditions.append(c.reason_code == bindparam("reason_code"))
+    if "company" in given:
+        conditions.append(func.lower(c.company) == bindparam("company"))
+    if "tag" in given:
+        conditions.append(_has_tag(dialect))
+    if "rejected_from" in given:
+        conditions.append(c.rejected_on >= bindparam("rejected_from"))
+    if "rejected_to" in given:
+        conditions.append(c.rejected_on <= bindparam("rejected_to"))
+    if "q" in given:
+        text_columns = (c.company, c.role_title, c.reason_text, c.notes, c.location)
         conditions.append(
-            or_(
-                *(
-                    func.lower(column).like(pattern, escape="\\")
-                    for column in (
-                        _rejections.c.company,
-                        _rejections.c.role_title,
-                        _rejections.c.reason_text,
-                        _rejections.c.notes,
-                        _rejections.c.location,
-                    )
-                )
-            )
+            or_(*(func.lower(column).like(bindparam("q"), escape="\\") for column in text_columns))
         )
-    if conditions:
-        statement = statement.where(*conditions)
-    return paginate_rows(session, statement, _rejections.c.id, limit=limit, cursor=cursor)
+    return keyset_page(SELECT_READ_COLUMNS.where(*conditions), c.id, after_cursor=after_cursor)
+
+
+def _has_tag(dialect: str) -> ColumnElement[bool]:
+    tags = _rejections.c.tags
+    if dialect == "postgresql":
+        return type_coerce(tags, JSONB).contains(
+            func.jsonb_build_array(cast(bindparam("tag"), String))
+        )
+    each = func.json_each(tags).table_valued("value")
+    return select(each.c.value).where(each.c.value == bindparam("tag")).exists()
 
 
 def update_rejection(
