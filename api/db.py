@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 import uuid
@@ -121,11 +122,24 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def open_session(engine: Engine, *, write: bool = True) -> Session:
-    """A session whose transaction is ready to write (on SQLite: BEGIN IMMEDIATE)."""
+    """A session whose transaction is ready to write (on SQLite: BEGIN IMMEDIATE).
+
+    A read-only session on PostgreSQL runs each statement on its own (autocommit): at
+    READ COMMITTED, PostgreSQL's level, the statements of one transaction do not share a
+    snapshot anyway, so the BEGIN and ROLLBACK would be two round trips for nothing. On
+    SQLite a read keeps its transaction, which there is one snapshot for all its reads.
+    """
+    if not write and engine.dialect.name == "postgresql":
+        return Session(_autocommit(engine), expire_on_commit=False, autoflush=True)
     session = Session(engine, expire_on_commit=False, autoflush=True)
     if write and engine.dialect.name == "sqlite":
         session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
     return session
+
+
+@functools.cache
+def _autocommit(engine: Engine) -> Engine:
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 async def get_session(request: Request) -> Session:
