@@ -142,12 +142,17 @@ def _autocommit(engine: Engine) -> Engine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
-async def get_session(request: Request) -> Session:
+def request_session(request: Request) -> Session:
     """The request's session; `api.http.transaction.TransactionalRoute` commits or rolls it back."""
     session: Session | None = getattr(request.state, "session", None)
     if session is None:
         raise RuntimeError("the route is not a TransactionalRoute")
     return session
+
+
+async def get_session(request: Request) -> Session:
+    """`request_session`, as a dependency."""
+    return request_session(request)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

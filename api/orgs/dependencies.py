@@ -20,9 +20,9 @@ from sqlmodel import Session, col, select
 from api.auth.dependencies import (
     API_KEY_PREFIX,
     CurrentUser,
-    get_access_claims,
-    get_current_user,
+    access_claims,
     oauth2_scheme,
+    signed_in_user,
 )
 from api.db import SessionDep, open_session, utcnow
 from api.errors import Forbidden, NotFound, Unauthorized
@@ -122,8 +122,7 @@ async def _user_unless_api_key(
     """The logged-in user, or None when an API key is presented (checked elsewhere)."""
     if token and token.startswith(API_KEY_PREFIX):
         return None
-    claims = await get_access_claims(request, token)
-    return await get_current_user(request, session, claims)
+    return signed_in_user(request, session, access_claims(request, token))
 
 
 def _member_actor(session: Session, *, org_id: str, user: User) -> OrgActor:
