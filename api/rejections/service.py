@@ -27,7 +27,7 @@ from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.feedback.service import retire_for_deleted_rejection
-from api.http.pagination import fetch_page, keyset_page, read_columns
+from api.http.pagination import fetch_page, json_item, keyset_page
 from api.models import Reflection, Rejection, User
 from api.models.base import claim_sync_numbers, insert_now
 from api.reflections.service import create_reflection
@@ -38,10 +38,9 @@ from api.rejections.schemas import (
     RejectionUpdate,
 )
 
-# The list reads the table, not the model (see api/http/pagination.py); its select is
-# built once: coercing nineteen columns is a good part of a list's own work.
+# The list reads the table, not the model, and the database writes its items' JSON (see
+# api/http/pagination.py).
 _rejections: Table = Rejection.__table__  # type: ignore[attr-defined]
-SELECT_READ_COLUMNS = select_columns(*read_columns(Rejection, RejectionRead))
 
 
 def local_today(user: User) -> date:
@@ -97,7 +96,8 @@ def get_rejection(
 def list_rejections(
     *, session: Session, owner_id: str, filters: RejectionFilters
 ) -> tuple[list[Row[Any]], str | None]:
-    """The owner's live rejections, newest first, filtered: rows of `RejectionRead`'s columns."""
+    """The owner's live rejections, newest first, filtered: rows of the id and the item's
+    JSON (`RejectionRead`)."""
     values: dict[str, Any] = {"user_id": owner_id}
     if filters.stage is not None:
         values["stage"] = filters.stage.value
@@ -146,7 +146,8 @@ def _list_statement(dialect: str, given: frozenset[str], *, after_cursor: bool) 
         conditions.append(
             or_(*(func.lower(column).like(bindparam("q"), escape="\\") for column in text_columns))
         )
-    return keyset_page(SELECT_READ_COLUMNS.where(*conditions), c.id, after_cursor=after_cursor)
+    items = select_columns(c.id, json_item(Rejection, RejectionRead, dialect))
+    return keyset_page(items.where(*conditions), c.id, after_cursor=after_cursor)
 
 
 def _has_tag(dialect: str) -> ColumnElement[bool]:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi.testclient import TestClient
-from sqlmodel import Session, select
+from sqlalchemy import update
+from sqlmodel import Session, col, select
 
 from api.models import ReflectionStep, Rejection
 from tests.factories import make_rejection, make_user, rejection_body
@@ -162,8 +165,10 @@ def test_pagination_is_stable_while_rows_are_added(client: TestClient) -> None:
     assert client.get("/v1/rejections?cursor=%%%", headers=user.headers).status_code == 422
 
 
-def test_list_items_are_the_same_json_as_the_rejection_itself(client: TestClient) -> None:
-    """The list writes rows straight to JSON; each item must be what GET of it says."""
+def test_list_items_are_the_same_json_as_the_rejection_itself(
+    client: TestClient, db: Session
+) -> None:
+    """The database writes the list's items as JSON; each must be what GET of it says."""
     user = make_user(client)
     full = make_rejection(
         user,
@@ -176,12 +181,38 @@ def test_list_items_are_the_same_json_as_the_rejection_itself(client: TestClient
         channel="phone",
         decided_by="candidate",
     )
-    sparse = make_rejection(user, applied_on=None, contact_name=None, contact_email=None)
+    sparse = make_rejection(
+        user, applied_on=None, contact_name=None, contact_email=None, tags=[], notes=None
+    )
+    awkward = make_rejection(
+        user,
+        company='Back\\slash "Quotes" & <Tags>',
+        role_title="Ingénieur 🚀 (senior)",
+        notes="Tab\there, bell \u0007, NUL-free \u2028 line separator, \U0001f600.",
+        tags=['with "quotes"', "naïve", "🙂"],
+        emotional_impact=None,
+    )
+    # Timestamps with no fraction and with one microsecond: pydantic writes the first
+    # without ".000000", the second with all six digits; the database must do the same.
+    for created, moment in (
+        (sparse, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        (awkward, datetime(2026, 1, 2, 3, 4, 5, 1, tzinfo=UTC)),
+    ):
+        db.execute(
+            update(Rejection)
+            .where(col(Rejection.id) == created["id"])
+            .values(created_at=moment, updated_at=moment)
+        )
+    db.commit()
     listed = client.get("/v1/rejections", headers=user.headers)
     assert listed.status_code == 200
     assert listed.headers["content-type"] == "application/json"
     items = {item["id"]: item for item in listed.json()["items"]}
-    for created in (full, sparse):
+    for created in (full, sparse, awkward):
         one = client.get(f"/v1/rejections/{created['id']}", headers=user.headers).json()
         assert items[created["id"]] == one
         assert list(items[created["id"]]) == list(one)  # same fields, same order
+    assert items[sparse["id"]]["created_at"] == "2026-01-02T03:04:05Z"
+    assert items[awkward["id"]]["updated_at"] == "2026-01-02T03:04:05.000001Z"
+    assert items[awkward["id"]]["tags"] == ['with "quotes"', "naïve", "🙂"]
+    assert items[sparse["id"]]["tags"] == []
