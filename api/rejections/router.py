@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from api.auth.dependencies import CurrentUser, CurrentUserId
-from api.db import SessionDep
+from api.db import SessionDep, request_session
 from api.http.etag import set_etag
 from api.http.pagination import Page, page_response
 from api.http.query import QueryModel, query_parameters
@@ -46,11 +46,12 @@ def create_rejection(
     openapi_extra=query_parameters(RejectionFilters),
 )
 def list_rejections(
+    request: Request,
     user_id: CurrentUserId,
-    session: SessionDep,
     filters: Annotated[RejectionFilters, QueryModel(RejectionFilters)],
 ) -> Response:
     """The user's rejections, newest first, with filters."""
+    session = request_session(request)  # not SessionDep: one dependency fewer, hot route
     rows, next_cursor = service.list_rejections(session=session, owner_id=user_id, filters=filters)
     return page_response(rows, next_cursor)
 
