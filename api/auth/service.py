@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, bindparam, exists, update
 from sqlmodel import Session, col, select
 
 from api.auth.schemas import RegisterRequest, TokenPair
@@ -116,4 +116,15 @@ def end_all_sessions(*, session: Session, user: User) -> None:
         update(RefreshToken)
         .where(col(RefreshToken.user_id) == user.id, col(RefreshToken.revoked_at).is_(None))
         .values(revoked_at=utcnow())
+    )
+
+
+def session_is_open() -> ColumnElement[bool]:
+    """SQL that is true while the sessions of the user `:user_id` have not been ended
+    since a token of `:session_version` was issued: a read puts it in its own statement
+    instead of checking in a statement of its own (`api.auth.dependencies.TokenClaims`)."""
+    users = User.__table__  # type: ignore[attr-defined]
+    return exists().where(
+        users.c.id == bindparam("user_id"),
+        users.c.session_version == bindparam("session_version"),
     )

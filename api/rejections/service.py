@@ -23,6 +23,7 @@ from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
+from api.auth.service import session_is_open
 from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
@@ -94,11 +95,17 @@ def get_rejection(
 
 
 def list_rejections(
-    *, session: Session, owner_id: str, filters: RejectionFilters
+    *,
+    session: Session,
+    owner_id: str,
+    filters: RejectionFilters,
+    session_version: int | None = None,
 ) -> tuple[list[Row[Any]], str | None]:
     """The owner's live rejections, newest first, filtered: rows of the id and the item's
     JSON (`RejectionRead`)."""
     values: dict[str, Any] = {"user_id": owner_id}
+    if session_version is not None:  # only while the owner's session is open
+        values["session_version"] = session_version
     if filters.stage is not None:
         values["stage"] = filters.stage.value
     if filters.reason_code is not None:
@@ -129,6 +136,8 @@ def _list_statement(dialect: str, given: frozenset[str], *, after_cursor: bool) 
         c.user_id == bindparam("user_id"),
         c.deleted_at.is_(None),
     ]
+    if "session_version" in given:
+        conditions.append(session_is_open())
     if "stage" in given:
         conditions.append(c.stage == bindparam("stage"))
     if "reason_code" in given:

@@ -4,7 +4,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
 from api.models import RefreshToken, User
-from tests.factories import PASSWORD, make_user
+from tests.factories import PASSWORD, make_rejection, make_user
 
 
 def login(client: TestClient, email: str, password: str = PASSWORD):  # type: ignore[no-untyped-def]
@@ -131,3 +131,35 @@ def test_protected_endpoints_need_a_valid_token(client: TestClient) -> None:
     api_key = client.get("/v1/me", headers={"Authorization": "Bearer rbk_abc"})
     assert api_key.status_code == 401
     assert "organisation" in api_key.json()["detail"]
+
+
+def test_the_rejections_list_refuses_an_ended_session_with_or_without_rows(
+    client: TestClient,
+) -> None:
+    """The list checks the session inside its own statement (TokenClaims): an ended
+    session must be refused whether that statement would have found rows or not."""
+    for email, rejections in (("rows@example.com", 3), ("empty@example.com", 0)):
+        user = make_user(client, email=email)
+        for n in range(rejections):
+            make_rejection(user, company=f"Company {n}")
+        pair = login(client, email).json()
+        headers = {"Authorization": f"Bearer {pair['access_token']}"}
+        listed = client.get("/v1/rejections", headers=headers)
+        assert listed.status_code == 200
+        assert len(listed.json()["items"]) == rejections
+        changed = client.patch(
+            "/v1/me",
+            json={"password": "a brand new password", "current_password": PASSWORD},
+            headers=headers,
+        )
+        assert changed.status_code == 200
+        refused = client.get("/v1/rejections?limit=2", headers=headers)
+        assert refused.status_code == 401, email
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert "no longer valid" in refused.json()["detail"]
+        fresh = login(client, email, "a brand new password").json()
+        again = client.get(
+            "/v1/rejections", headers={"Authorization": f"Bearer {fresh['access_token']}"}
+        )
+        assert again.status_code == 200
+        assert len(again.json()["items"]) == rejections
