@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request, Response, status
 
 from api.auth.dependencies import CurrentUser, TokenClaims, signed_in_after_read
 from api.db import SessionDep, request_session
-from api.http.etag import set_etag
+from api.http.etag import etag_of, set_etag
 from api.http.pagination import Page, page_response
 from api.http.query import QueryModel, query_parameters
-from api.http.responses import problems
+from api.http.responses import json_response, problems
 from api.http.transaction import TransactionalRoute
 from api.models import Rejection
 from api.rejections import service
@@ -28,15 +28,20 @@ def rejection_read(rejection: Rejection) -> RejectionRead:
     return RejectionRead.model_validate(rejection, from_attributes=True)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=problems(401, 409, 422))
-def create_rejection(
-    data: RejectionCreate, user: CurrentUser, session: SessionDep, response: Response
-) -> RejectionRead:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=RejectionRead,
+    responses=problems(401, 409, 422),
+)
+def create_rejection(data: RejectionCreate, user: CurrentUser, session: SessionDep) -> Response:
     """Log a rejection; its reflection is created with it."""
     rejection = service.create_rejection(session=session, owner=user, data=data)
-    set_etag(response, rejection)
-    response.headers["Location"] = f"/v1/rejections/{rejection.id}"
-    return rejection_read(rejection)
+    return json_response(
+        rejection_read(rejection),
+        status_code=status.HTTP_201_CREATED,
+        headers={"ETag": etag_of(rejection), "Location": f"/v1/rejections/{rejection.id}"},
+    )
 
 
 @router.get(
