@@ -6,18 +6,25 @@ import functools
 import secrets
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 from fastapi import Depends, Request
-from sqlalchemy import JSON, DateTime, TypeDecorator, event
+from psycopg.pq import TransactionStatus
+from psycopg.rows import namedtuple_row
+from sqlalchemy import JSON, DateTime, TypeDecorator, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Compiled, Dialect, Engine
+from sqlalchemy.sql.expression import Select
 from sqlmodel import Session, SQLModel, create_engine
 
 from api.config import Settings
+from api.errors import ServiceUnavailable
 
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -156,3 +163,98 @@ async def get_session(request: Request) -> Session:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+# --- reads awaited on the event loop (PostgreSQL) -------------------------------------
+#
+# A read-only route runs inline on the event loop (api/http/transaction.py). On SQLite a
+# statement is a call into the same process; on PostgreSQL it is a network round trip,
+# during which a sync driver blocks the loop and the process serves nobody. The hottest
+# reads await their statements instead, on async psycopg connections in autocommit (as
+# every read-only session here), so the loop serves other requests while PostgreSQL
+# works. On SQLite, and in an app whose lifespan has not run, the same call runs the
+# statement on the request's session.
+
+
+class ReadConnections:
+    """Async psycopg connections for awaited reads: an idle one is reused, else one is
+    opened. How many are in use is bounded by the transaction gate.
+
+    Nothing runs in the background and nothing backs off, as with the engine's pool:
+    while PostgreSQL is down a read fails at once (503), and once it is back the next
+    read connects. A lost connection drops every idle one, which would fail the same way.
+    """
+
+    KEEP_IDLE = 20
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self.idle: list[psycopg.AsyncConnection[Any]] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self.idle:
+            connection = self.idle.pop()
+        else:
+            connection = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, row_factory=namedtuple_row, connect_timeout=5
+            )
+        try:
+            yield connection
+        except psycopg.OperationalError:
+            await self.close()
+            raise
+        finally:
+            idle = connection.info.transaction_status == TransactionStatus.IDLE
+            if idle and len(self.idle) < self.KEEP_IDLE:
+                self.idle.append(connection)
+            else:
+                await connection.close()
+
+    async def close(self) -> None:
+        idle, self.idle = self.idle, []
+        for connection in idle:
+            await connection.close()
+
+
+def read_connections(settings: Settings) -> ReadConnections | None:
+    """The connections of awaited reads on PostgreSQL; None on SQLite."""
+    if settings.is_sqlite:
+        return None
+    url = make_url(settings.database_url).set(drivername="postgresql")
+    return ReadConnections(url.render_as_string(hide_password=False))
+
+
+async def fetch_all(request: Request, statement: Select[Any], values: dict[str, Any]) -> list[Any]:
+    """The rows of `statement` with `values` bound: awaited on PostgreSQL, else run on the
+    request's session. Rows are named tuples of the selected columns, with no SQLAlchemy
+    type processing: for statements of plain text and number columns and plain values
+    (`_sql_for` refuses any other)."""
+    reads: ReadConnections | None = getattr(request.app.state, "read_connections", None)
+    if reads is None:
+        return list(request_session(request).connection().execute(statement, values).all())
+    sql, compiled = _sql_for(statement, request.app.state.engine.dialect)
+    try:
+        async with reads.connection() as connection:
+            cursor = await connection.execute(sql, compiled.construct_params(values))
+            return await cursor.fetchall()
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailable(
+            "The database is not reachable right now; try again shortly.",
+            headers={"Retry-After": "1"},
+        ) from exc
+
+
+@functools.cache
+def _sql_for(statement: Select[Any], dialect: Dialect) -> tuple[str, Compiled]:
+    compiled = statement.compile(dialect=dialect)
+    processed = [
+        name for name, bind in compiled.binds.items() if bind.type.bind_processor(dialect)
+    ] + [
+        column.name
+        for column in getattr(statement, "selected_columns", ())
+        if column.type.result_processor(dialect, None)
+    ]
+    if processed:
+        raise TypeError(f"values that need SQLAlchemy's type processing: {processed}")
+    return str(compiled), compiled

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select
 from sqlmodel import Session
 
 from api.config import Settings
-from api.db import request_session
+from api.db import fetch_all, request_session
 from api.errors import Unauthorized
 from api.http.idempotency import check_idempotency
 from api.models import User
@@ -95,17 +95,13 @@ async def get_token_claims(
     return access_claims(request, token)
 
 
-def signed_in_after_read(
-    request: Request, session: Session, claims: AccessClaims, *, rows_found: bool
-) -> None:
+async def signed_in_after_read(request: Request, claims: AccessClaims, *, rows_found: bool) -> None:
     """Finish a `TokenClaims` read whose statement had `session_is_open()`."""
     if not rows_found:
-        session_version = (
-            session.connection().execute(SESSION_VERSION, {"user_id": claims.user_id}).scalar()
-        )
-        if session_version is None or session_version != claims.session_version:
+        found = await fetch_all(request, SESSION_VERSION, {"user_id": claims.user_id})
+        if not found or found[0].session_version != claims.session_version:
             raise _session_ended()
-    _signed_in(request, session, claims.user_id)
+    _signed_in(request, request_session(request), claims.user_id)
 
 
 _users = User.__table__  # type: ignore[attr-defined]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import orjson
-from fastapi import Query, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import (
     JSON,
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlmodel import Session, SQLModel
 from sqlmodel.sql.expression import SelectOfScalar
 
-from api.db import UTCDateTime
+from api.db import UTCDateTime, fetch_all
 from api.errors import Unprocessable
 
 T = TypeVar("T")
@@ -88,26 +89,39 @@ def paginate(
 
 def keyset_page(statement: S, id_column: Any, *, after_cursor: bool) -> S:
     """`statement` as a page, newest id first: `:limit` rows, after the id `:cursor` when
-    `after_cursor`. Built once and run with `fetch_page`, so that a hot list binds its
+    `after_cursor`. Built once and run as a `PageQuery`, so that a hot list binds its
     values into a statement SQLAlchemy has already compiled, instead of building one."""
     if after_cursor:
         statement = statement.where(id_column < bindparam("cursor"))
     return statement.order_by(id_column.desc()).limit(bindparam("limit"))
 
 
-def fetch_page(
-    session: Session,
-    statement: Select[Any],
-    params: dict[str, Any],
-    *,
-    limit: int,
-    cursor: str | None,
-) -> tuple[list[Row[Any]], str | None]:
-    """Run a `keyset_page` statement: the rows of one page and the next page's cursor."""
-    values = {**params, "limit": limit + 1}
+@dataclass(frozen=True)
+class PageQuery:
+    """A `keyset_page` statement with its values bound, ready to run for one page."""
+
+    statement: Select[Any]
+    values: dict[str, Any]
+    limit: int
+
+    def run(self, session: Session) -> tuple[list[Row[Any]], str | None]:
+        """The rows of the page and the next page's cursor, read on `session`."""
+        rows = session.connection().execute(self.statement, self.values).all()
+        return _with_next_cursor(list(rows), self.limit)
+
+    async def fetch(self, request: Request) -> tuple[list[Any], str | None]:
+        """`run`, awaited where the database is remote (`api.db.fetch_all`)."""
+        return _with_next_cursor(await fetch_all(request, self.statement, self.values), self.limit)
+
+
+def page_query(
+    statement: Select[Any], values: dict[str, Any], *, limit: int, cursor: str | None
+) -> PageQuery:
+    """`statement` (a `keyset_page`) with `values`, the page size and the cursor bound."""
+    bound = {**values, "limit": limit + 1}
     if cursor is not None:
-        values["cursor"] = decode_cursor(cursor)
-    return _with_next_cursor(list(session.connection().execute(statement, values).all()), limit)
+        bound["cursor"] = decode_cursor(cursor)
+    return PageQuery(statement, bound, limit)
 
 
 def _one_page(statement: S, id_column: Any, *, limit: int, cursor: str | None) -> S:

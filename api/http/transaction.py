@@ -6,7 +6,9 @@ response, before that response is sent; any exception rolls it back. A POST carr
 
 Where the work runs: a write may wait for a lock (SQLite's write lock, a PostgreSQL row
 lock), so writes run on the thread pool. Reads never wait for locks, so a read-only route's
-sync endpoint runs inline on the event loop: no thread hop on the hot path.
+sync endpoint runs inline on the event loop: no thread hop on the hot path. The hottest
+read (the rejections list) goes one step further on PostgreSQL and awaits its statement
+(`api.db.fetch_all`), so the loop is not blocked for the round trip.
 """
 
 from __future__ import annotations

@@ -184,9 +184,8 @@ def list_client_rejections(
         rejected_from=rejected_from,
         rejected_to=rejected_to,
     )
-    rows, next_cursor = rejections.list_rejections(
-        session=session, owner_id=access.client.id, filters=filters
-    )
+    page = rejections.list_rejections(session=session, owner_id=access.client.id, filters=filters)
+    rows, next_cursor = page.run(session)
     return page_response(rows, next_cursor)
 
 

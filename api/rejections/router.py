@@ -50,22 +50,22 @@ def create_rejection(data: RejectionCreate, user: CurrentUser, session: SessionD
     responses=problems(401, 422),
     openapi_extra=query_parameters(RejectionFilters),
 )
-def list_rejections(
+async def list_rejections(
     request: Request,
     claims: TokenClaims,
     filters: Annotated[RejectionFilters, QueryModel(RejectionFilters)],
 ) -> Response:
     """The user's rejections, newest first, with filters."""
-    # The hottest read: the session is checked inside the list's own statement, and the
-    # request's session taken without a dependency (each costs a measurable share).
-    session = request_session(request)
-    rows, next_cursor = service.list_rejections(
-        session=session,
+    # The hottest read: its one statement also checks the token's session, and is awaited
+    # where the database is remote (api.db.fetch_all).
+    page = service.list_rejections(
+        session=request_session(request),
         owner_id=claims.user_id,
         filters=filters,
         session_version=claims.session_version,
     )
-    signed_in_after_read(request, session, claims, rows_found=bool(rows))
+    rows, next_cursor = await page.fetch(request)
+    await signed_in_after_read(request, claims, rows_found=bool(rows))
     return page_response(rows, next_cursor)
 
 

@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     Select,
     String,
     Table,
@@ -28,7 +27,7 @@ from api.db import utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.feedback.service import retire_for_deleted_rejection
-from api.http.pagination import fetch_page, json_item, keyset_page
+from api.http.pagination import PageQuery, json_item, keyset_page, page_query
 from api.models import Reflection, Rejection, User
 from api.models.base import claim_sync_numbers, insert_now
 from api.reflections.service import create_reflection
@@ -100,9 +99,10 @@ def list_rejections(
     owner_id: str,
     filters: RejectionFilters,
     session_version: int | None = None,
-) -> tuple[list[Row[Any]], str | None]:
-    """The owner's live rejections, newest first, filtered: rows of the id and the item's
-    JSON (`RejectionRead`)."""
+) -> PageQuery:
+    """The page of the owner's live rejections, newest first, filtered: rows of the id
+    and the item's JSON (`RejectionRead`). With `session_version`, only while the owner's
+    sessions are open (`api.auth.service.session_is_open`)."""
     values: dict[str, Any] = {"user_id": owner_id}
     if session_version is not None:  # only while the owner's session is open
         values["session_version"] = session_version
@@ -124,7 +124,7 @@ def list_rejections(
     statement = _list_statement(
         session.get_bind().dialect.name, frozenset(values), after_cursor=filters.cursor is not None
     )
-    return fetch_page(session, statement, values, limit=filters.limit, cursor=filters.cursor)
+    return page_query(statement, values, limit=filters.limit, cursor=filters.cursor)
 
 
 @functools.cache

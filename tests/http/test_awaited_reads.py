@@ -1,0 +1,58 @@
+"""Reads awaited on the event loop (api/db.py `fetch_all`, `ReadConnections`)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select, text
+from sqlalchemy.dialects import postgresql
+
+from api.db import ReadConnections, _sql_for
+from api.models import Rejection
+from tests.factories import make_rejection, make_user
+
+
+def test_a_statement_that_needs_type_processing_is_refused() -> None:
+    """Awaited rows skip SQLAlchemy's type processing, so a column that needs it (a UTC
+    timestamp) must be refused when the statement is first compiled, not read wrong."""
+    with pytest.raises(TypeError, match="created_at"):
+        _sql_for(select(Rejection.created_at), postgresql.dialect())  # type: ignore[arg-type]
+
+
+def _read_connections(client: TestClient) -> ReadConnections:
+    reads = client.app.state.read_connections  # type: ignore[attr-defined]
+    if reads is None:
+        pytest.skip("SQLite answers in-process: its reads are not awaited")
+    assert isinstance(reads, ReadConnections)
+    return reads
+
+
+def _backend_pid(reads: ReadConnections) -> int:
+    return int(reads.idle[-1].info.backend_pid)
+
+
+def test_connections_are_reused_and_a_lost_one_is_a_503_then_recovered(
+    client: TestClient, engine: Engine
+) -> None:
+    user = make_user(client)
+    make_rejection(user)
+    reads = _read_connections(client)
+    assert client.get("/v1/rejections", headers=user.headers).status_code == 200
+    first = _backend_pid(reads)
+    assert client.get("/v1/rejections", headers=user.headers).status_code == 200
+    assert _backend_pid(reads) == first  # the idle connection was used again
+    assert len(reads.idle) == 1
+
+    # The server ends that connection, as a PostgreSQL restart would.
+    with engine.connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+    lost = client.get("/v1/rejections", headers=user.headers)
+    assert lost.status_code == 503
+    assert lost.headers["content-type"] == "application/problem+json"
+    assert lost.headers["retry-after"] == "1"
+    assert reads.idle == []  # dropped: the others would fail the same way
+
+    again = client.get("/v1/rejections", headers=user.headers)
+    assert again.status_code == 200
+    assert len(again.json()["items"]) == 1
+    assert _backend_pid(reads) != first
