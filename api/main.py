@@ -41,6 +41,9 @@ from api.webhooks.router import router as webhooks_router
 from api.worker.registry import WorkerContext
 from api.worker.runner import new_worker_id, run_forever
 
+# A probe that is not ready says when to ask again, as every other 503 here does.
+RETRY_SOON = {"Retry-After": "5"}
+
 # Matched in this order, so the busiest come first.
 ROUTERS = (
     rejections_router,
@@ -144,12 +147,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 connection.execute(text("SELECT 1"))
                 current = current_revisions(connection)
         except Exception:
-            return problem_response(503, "The database is not reachable.")
+            return problem_response(503, "The database is not reachable.", headers=RETRY_SOON)
         if current != expected_revisions:
             return problem_response(
                 503,
                 f"The database schema is at {sorted(current) or 'no revision'}, "
                 f"not {sorted(expected_revisions)}: run `rebound migrate`.",
+                headers=RETRY_SOON,
             )
         return JSONResponse({"status": "ok"})
 

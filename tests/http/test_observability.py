@@ -227,6 +227,7 @@ def test_readiness_needs_the_database_at_the_migration_head(
         response = fresh.get("/readyz")
         assert response.status_code == 503
         assert "rebound migrate" in response.json()["detail"]
+        assert response.headers["retry-after"] == "5"
     # A database that does not answer.
     down = _app_on(settings, "postgresql+psycopg://nobody@127.0.0.1:1/none")
     with TestClient(down) as unreachable:
@@ -234,3 +235,4 @@ def test_readiness_needs_the_database_at_the_migration_head(
         response = unreachable.get("/readyz")
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
+        assert response.headers["retry-after"] == "5"
