@@ -129,8 +129,7 @@ class ReflectionSkill(SQLModel, table=True):
     id: str = id_field()
     user_id: str = owner_field(index=False)
     reflection_id: str = Field(foreign_key="reflections.id", ondelete="CASCADE", max_length=36)
-    rejection_id: str = Field(
-        foreign_key="rejections.id", ondelete="CASCADE", max_length=36, index=True
-    )
+    # Indexed by the covering index above, which starts with it.
+    rejection_id: str = Field(foreign_key="rejections.id", ondelete="CASCADE", max_length=36)
     kind: str = Field(max_length=10)
     skill: str = Field(max_length=100)
