@@ -247,7 +247,9 @@ async def fetch_all(request: Request, statement: Select[Any], values: dict[str, 
         ) from exc
 
 
-@functools.cache
+# Keyed by the statement object: callers pass statements built once (module constants,
+# cached builders); the bound keeps a statement built per request from growing it forever.
+@functools.lru_cache(maxsize=256)
 def _sql_for(statement: Select[Any], dialect: Dialect) -> tuple[str, Compiled]:
     compiled = statement.compile(dialect=dialect)
     processed = [

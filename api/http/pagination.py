@@ -186,8 +186,9 @@ def _constant(value: str) -> ColumnElement[str]:
     return literal_column("'" + value.replace("'", "''") + "'", String)
 
 
-def page_response(rows: Sequence[Row[Any]], next_cursor: str | None) -> Response:
-    """A `Page` of rows that carry a `json_item`, as an `application/json` response."""
+def page_response(rows: Sequence[Any], next_cursor: str | None) -> Response:
+    """A `Page` of rows that carry a `json_item` (SQLAlchemy rows, or the named tuples of
+    `api.db.fetch_all`), as an `application/json` response."""
     items = ",".join([row.item for row in rows]).encode()
     body = b'{"items":[%b],"next_cursor":%b}' % (items, orjson.dumps(next_cursor))
     return Response(body, media_type="application/json")
