@@ -61,8 +61,11 @@ async def send_feedback_messages(
     Should preparing them together fail, this raises before anything is sent, and the
     runner sends each alone; from then on every failure is one message's own."""
     items = [(str(job.payload["request_id"]), int(job.payload["number"])) for job in jobs]
-    with ctx.session() as session:
-        prepared = service.prepare_messages(session=session, settings=ctx.settings, items=items)
+    prepared = await ctx.transaction(
+        lambda session: service.prepare_messages(
+            session=session, settings=ctx.settings, items=items
+        )
+    )
     outcomes: list[BaseException | None] = [None] * len(jobs)
     sending: list[tuple[int, service.Outgoing]] = []
     for index, outgoing in enumerate(prepared):
@@ -85,7 +88,7 @@ async def send_feedback_messages(
             outcomes[index] = result
         else:
             raise result  # cancelled: stop like any other handler would
-    _record_sent(ctx, items, sent, outcomes)
+    await _record_sent(ctx, items, sent, outcomes)
     return outcomes
 
 
@@ -112,7 +115,7 @@ def _delivery_failed(
     return error
 
 
-def _record_sent(
+async def _record_sent(
     ctx: WorkerContext,
     items: list[tuple[str, int]],
     sent: list[int],
@@ -123,8 +126,11 @@ def _record_sent(
     if not sent:
         return
     try:
-        with ctx.session() as session:
-            service.record_messages_sent(session=session, items=[items[i] for i in sent])
+        await ctx.transaction(
+            lambda session: service.record_messages_sent(
+                session=session, items=[items[i] for i in sent]
+            )
+        )
         return
     except Exception:
         log.exception("feedback_batch_not_recorded", messages=len(sent))

@@ -100,7 +100,9 @@ def track_changes(session: OrmSession, _context: Any, _instances: Any) -> None:
             obj.version = (obj.version or 0) + 1
             obj.updated_at = now
             changed[obj.user_id].append(obj)
-    for user_id, objects in changed.items():
+    # In one order (of user id), so two transactions numbering several users' changes
+    # cannot deadlock on their rows.
+    for user_id, objects in sorted(changed.items()):
         numbers = claim_sync_numbers(session, user_id, len(objects))
         for obj, number in zip(objects, numbers, strict=True):
             obj.sync_seq = number

@@ -44,8 +44,9 @@ async def fan_out_batch(jobs: Sequence[Job], ctx: WorkerContext) -> list[BaseExc
     """`fan_out` for many jobs in one transaction. Should it fail, nothing was written (it
     rolled back) and the runner fans each event out alone."""
     event_ids = [str(job.payload["event_id"]) for job in jobs]
-    with ctx.session() as session:
-        added = service.fan_out_many(session=session, event_ids=event_ids)
+    added = await ctx.transaction(
+        lambda session: service.fan_out_many(session=session, event_ids=event_ids)
+    )
     if any(added):
         log.info("webhook_fan_out_batch", events=len(event_ids), deliveries=sum(added))
     return [None] * len(jobs)

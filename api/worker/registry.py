@@ -11,13 +11,14 @@ transactions (see `BatchHandler`).
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -26,6 +27,8 @@ from api.config import Settings
 from api.db import open_session
 from api.email.backends import shared_email_backend
 from api.models import Job
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -52,6 +55,17 @@ class WorkerContext:
             raise
         finally:
             session.close()
+
+    async def transaction(self, work: Callable[[Session], _T]) -> _T:
+        """`work(session)` in a write transaction (as `session()`), run on a thread: the
+        worker's event loop goes on meanwhile with its other batch's network work (e-mails
+        on their way), instead of waiting on the database."""
+
+        def run() -> _T:
+            with self.session() as session:
+                return work(session)
+
+        return await asyncio.to_thread(run)
 
 
 Handler = Callable[[Job, WorkerContext], Awaitable[None]]

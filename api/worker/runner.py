@@ -5,7 +5,9 @@ there), marks the jobs running with a lease, and commits; so two workers never r
 same job at once. A job whose worker died is claimed again when its lease runs out.
 
 The jobs of a claim whose kind has a batch handler run together through it; the others
-run one by one. Outcomes are written in one UPDATE per group of jobs that end together
+run one by one. Two batches are in flight at once (`BATCHES_IN_FLIGHT`), and the busy
+handlers run their transactions on a thread (`WorkerContext.transaction`): while one
+batch waits on the database, the other's e-mails go out. Outcomes are written in one UPDATE per group of jobs that end together
 (each only while its lease is still this worker's).
 """
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import and_, bindparam, or_, update
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from api.db import utcnow
 from api.email.backends import close_shared_email_backend
@@ -56,27 +58,28 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{id(object()) % 100000}"
 
 
-def claim_due_jobs(ctx: WorkerContext, limit: int) -> list[Job]:
+def claim_due_jobs(session: Session, worker_id: str, limit: int) -> list[Job]:
+    """Up to `limit` due jobs (or jobs whose lease ran out), marked running under a lease
+    of `worker_id`'s; committed with the caller's transaction."""
     now = utcnow()
-    with ctx.session() as session:
-        due = or_(
-            and_(col(Job.status) == "pending", col(Job.run_at) <= now),
-            and_(col(Job.status) == "running", col(Job.locked_until) < now),
-        )
-        statement = (
-            select(Job)
-            .where(due)
-            .order_by(col(Job.run_at))
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        jobs = list(session.exec(statement))
-        for job in jobs:
-            job.status = "running"
-            job.attempts += 1
-            job.locked_by = ctx.worker_id
-            job.locked_until = now + LEASE
-        return jobs
+    due = or_(
+        and_(col(Job.status) == "pending", col(Job.run_at) <= now),
+        and_(col(Job.status) == "running", col(Job.locked_until) < now),
+    )
+    statement = (
+        select(Job)
+        .where(due)
+        .order_by(col(Job.run_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    jobs = list(session.exec(statement))
+    for job in jobs:
+        job.status = "running"
+        job.attempts += 1
+        job.locked_by = worker_id
+        job.locked_until = now + LEASE
+    return jobs
 
 
 def _finish(ctx: WorkerContext, job: Job, **values: object) -> None:
@@ -165,10 +168,10 @@ class _Finisher:
         await asyncio.sleep(0)
         if self.pending:
             ready, self.pending = self.pending, []
-            _finish_many(self.ctx, ready)
+            await _finish_many(self.ctx, ready)
 
 
-def _finish_many(ctx: WorkerContext, outcomes: list[tuple[Job, dict[str, Any]]]) -> None:
+async def _finish_many(ctx: WorkerContext, outcomes: list[tuple[Job, dict[str, Any]]]) -> None:
     """`_finish` for many jobs in one transaction: one UPDATE run once per job."""
     jobs = table_of(Job)
     statement = (
@@ -201,8 +204,7 @@ def _finish_many(ctx: WorkerContext, outcomes: list[tuple[Job, dict[str, Any]]])
         }
         for job, values in outcomes
     ]
-    with ctx.session() as session:
-        session.execute(statement, rows)
+    await ctx.transaction(lambda session: session.execute(statement, rows))
 
 
 async def run_jobs_together(
@@ -220,7 +222,7 @@ async def run_jobs_together(
         for job in jobs:
             await run_job(ctx, job, finisher)
         return
-    _finish_many(
+    await _finish_many(
         ctx, [(job, _outcome(job, spec, error)) for job, error in zip(jobs, errors, strict=True)]
     )
 
@@ -242,7 +244,9 @@ async def run_batch(ctx: WorkerContext, *, concurrency: int = 16) -> int:
 
     Jobs of a kind with a batch handler go to it together; the others run one by one,
     up to `concurrency` at a time."""
-    jobs = claim_due_jobs(ctx, ctx.settings.worker_batch_size)
+    jobs = await ctx.transaction(
+        lambda session: claim_due_jobs(session, ctx.worker_id, ctx.settings.worker_batch_size)
+    )
     if not jobs:
         return 0
     gate = asyncio.Semaphore(concurrency)
@@ -267,26 +271,42 @@ async def run_batch(ctx: WorkerContext, *, concurrency: int = 16) -> int:
     return len(jobs)
 
 
+# Two batches in flight: while one batch waits on the network (the mail server, a webhook
+# target), the other's database work runs. Their transactions never overlap in this
+# process (no handler awaits inside one), and between workers they are no different
+# from two workers' claims.
+BATCHES_IN_FLIGHT = 2
+
+
+async def _drain(ctx: WorkerContext) -> int:
+    total = 0
+    while count := await run_batch(ctx):
+        total += count
+    return total
+
+
 async def run_until_idle(ctx: WorkerContext) -> int:
-    """Everything due now (periodic duties included), then return the number of jobs run."""
+    """Everything due now (periodic duties included), then return the number of jobs run.
+
+    Each batch in flight claims until nothing is left; the last to finish claims after
+    every other batch's work is recorded, so jobs they queued as due now run too."""
     load_tasks()
     try:
         await run_periodic(ctx, {})
-        total = 0
-        while count := await run_batch(ctx):
-            total += count
-        return total
+        counts = await asyncio.gather(*(_drain(ctx) for _ in range(BATCHES_IN_FLIGHT)))
+        return sum(counts)
     finally:
         await close_shared_email_backend(ctx.services)
 
 
-async def run_forever(ctx: WorkerContext, stop: asyncio.Event) -> None:
-    load_tasks()
-    last_run: dict[str, float] = {}
-    log.info("worker_started", worker_id=ctx.worker_id)
+async def _work_until_stopped(
+    ctx: WorkerContext, stop: asyncio.Event, last_run: dict[str, float] | None
+) -> None:
+    """Claim and run batches until `stop`; with `last_run`, also the periodic duties."""
     while not stop.is_set():
         try:
-            await run_periodic(ctx, last_run)
+            if last_run is not None:
+                await run_periodic(ctx, last_run)
             if await run_batch(ctx):
                 continue
         except Exception:
@@ -295,5 +315,16 @@ async def run_forever(ctx: WorkerContext, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=ctx.settings.worker_poll_interval)
         except TimeoutError:
             pass
+
+
+async def run_forever(ctx: WorkerContext, stop: asyncio.Event) -> None:
+    load_tasks()
+    log.info("worker_started", worker_id=ctx.worker_id)
+    await asyncio.gather(
+        *(
+            _work_until_stopped(ctx, stop, {} if lane == 0 else None)
+            for lane in range(BATCHES_IN_FLIGHT)
+        )
+    )
     await close_shared_email_backend(ctx.services)
     log.info("worker_stopped", worker_id=ctx.worker_id)

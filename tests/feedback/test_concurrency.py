@@ -1,5 +1,6 @@
-"""Several workers at once never send one e-mail twice, and a worker that dies in the
-middle of a send loses nothing."""
+"""Several workers at once never send one e-mail twice, a worker that dies in the middle
+of a send loses nothing, and one worker keeps a second batch going while the mail server
+takes its time over the first."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from api.models.feedback import FeedbackMessage
 from api.worker.registry import WorkerContext
 from api.worker.runner import LEASE, run_until_idle
 from tests.factories import make_rejection, make_user
-from tests.feedback.conftest import create_request, get_request, run_worker
+from tests.feedback.conftest import create_request, get_request, run_worker, timeline
 from tests.plugins.smtp import SmtpTestServer
 
 WORKERS = 3
@@ -122,3 +123,23 @@ def test_a_worker_that_dies_mid_send_loses_nothing(
     # The same message (same Message-ID) as the one the dead worker had prepared.
     assert message["Message-ID"] == logged.message_id == outgoing.email["Message-ID"]
     assert logged.status == "sent"
+
+
+def test_one_worker_has_a_second_batch_in_flight_while_the_first_is_sent(
+    client: TestClient, engine: Engine, settings: Settings, smtp_server: SmtpTestServer
+) -> None:
+    user = make_user(client)
+    requests = [
+        create_request(user, make_rejection(user, contact_email=f"hr{n}@example.com")["id"])
+        for n in range(2)
+    ]
+    # The server answers neither message until both are being sent at once; a worker that
+    # waited for the first before claiming the second would have it refused (451).
+    smtp_server.hold_data_until_together(2)
+    run_worker(engine, settings.model_copy(update={"worker_batch_size": 1}))
+
+    assert len(smtp_server.messages) == 2
+    for request in requests:
+        body = get_request(user, request["id"])
+        assert body["status"] == "sent"
+        assert "delivery_failed" not in [event["type"] for event in timeline(user, body["id"])]

@@ -15,6 +15,7 @@ refusal; `reply_to_data("554 …")` refuses every message body.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email
 import email.policy
@@ -55,6 +56,11 @@ class _Recorder:
     messages: list[EmailMessage] = field(default_factory=list)
     refusals: dict[str, tuple[int, str]] = field(default_factory=dict)
     data_reply: str | None = None
+    # DATA is answered only once this many messages are in DATA at the same time (or,
+    # after `hold_timeout`, refused with 451): shows what a sender has in flight at once.
+    hold_until_together: int = 0
+    hold_timeout: float = 5.0
+    in_data: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
     async def handle_RCPT(
@@ -75,6 +81,8 @@ class _Recorder:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.data_reply is not None:
             return self.data_reply
+        if self.hold_until_together and not await self._together():
+            return "451 Held too long waiting for other messages"
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode()
@@ -93,6 +101,20 @@ class _Recorder:
             self.messages.append(message)
             self.changed.notify_all()
         return "250 Message accepted for delivery"
+
+    async def _together(self) -> bool:
+        """Wait until `hold_until_together` messages are in DATA at once (or ever were)."""
+        self.in_data += 1
+        try:
+            deadline = asyncio.get_running_loop().time() + self.hold_timeout
+            while self.in_data < self.hold_until_together:
+                if asyncio.get_running_loop().time() > deadline:
+                    return False
+                await asyncio.sleep(0.01)
+            self.hold_until_together = 0  # reached: let every message through from now on
+            return True
+        finally:
+            self.in_data -= 1
 
 
 def _is_tls(server: SMTP, session: Session) -> bool:
@@ -214,6 +236,12 @@ class SmtpTestServer:
         """Answer RCPT TO for `address` with `code` (550: no such user, a bounce)."""
         default = "5.1.1 No such user here" if code >= 500 else "4.2.1 Try again later"
         self._recorder.refusals[address.lower()] = (code, text or default)
+
+    def hold_data_until_together(self, count: int, timeout: float = 5.0) -> None:
+        """Answer DATA only once `count` messages are being sent at the same time; a
+        message still alone after `timeout` seconds is refused with 451 (try later)."""
+        self._recorder.hold_timeout = timeout
+        self._recorder.hold_until_together = count
 
     def reply_to_data(self, reply: str | None) -> None:
         """Answer every DATA with `reply` (for example "554 5.7.1 Rejected as spam");
