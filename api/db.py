@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import secrets
 import time
@@ -19,7 +20,8 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import namedtuple_row
 from sqlalchemy import JSON, DateTime, TypeDecorator, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Compiled, Dialect, Engine
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Select
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -173,7 +175,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 # reads await their statements instead, on async psycopg connections in autocommit (as
 # every read-only session here), so the loop serves other requests while PostgreSQL
 # works. On SQLite, and in an app whose lifespan has not run, the same call runs the
-# statement on a pooled connection of the engine.
+# statement on a pooled driver connection of the engine.
 
 
 class ReadConnections:
@@ -226,16 +228,17 @@ def read_connections(settings: Settings) -> ReadConnections | None:
 
 
 async def fetch_all(request: Request, statement: Select[Any], values: dict[str, Any]) -> list[Any]:
-    """The rows of `statement` with `values` bound: awaited on PostgreSQL, else run on a
-    connection of its own (the request's session is never connected: a read of one
-    statement needs no ORM session, and skipping it saves a few per cent). Rows are named
-    tuples of the selected columns, with no SQLAlchemy type processing: for statements of
-    plain text and number columns and plain values (`_sql_for` refuses any other)."""
+    """The rows of `statement` with `values` bound: awaited on PostgreSQL; on SQLite run
+    straight on a pooled driver connection, one statement in its own implicit transaction
+    (no ORM session, no BEGIN and ROLLBACK: a quarter of the list's time in process).
+    Rows are named tuples of the selected columns, with no SQLAlchemy type processing:
+    for statements of plain text and number columns and plain values (`_sql_for` refuses
+    any other)."""
     reads: ReadConnections | None = getattr(request.app.state, "read_connections", None)
+    engine: Engine = request.app.state.engine
+    sql, compiled = _sql_for(statement, engine.dialect)
     if reads is None:
-        with request.app.state.engine.connect() as connection:
-            return list(connection.execute(statement, values).all())
-    sql, compiled = _sql_for(statement, request.app.state.engine.dialect)
+        return _fetch_on_driver(engine, sql, compiled, values)
     try:
         async with reads.connection() as connection:
             cursor = await connection.execute(sql, compiled.construct_params(values))
@@ -247,10 +250,29 @@ async def fetch_all(request: Request, statement: Select[Any], values: dict[str, 
         ) from exc
 
 
+def _fetch_on_driver(
+    engine: Engine, sql: str, compiled: SQLCompiler, values: dict[str, Any]
+) -> list[Any]:
+    params = compiled.construct_params(values)
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, [params[name] for name in compiled.positiontup or ()])
+        row = _row_type(tuple(column[0] for column in cursor.description))
+        return [row._make(found) for found in cursor.fetchall()]
+    finally:
+        connection.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _row_type(names: tuple[str, ...]) -> Any:
+    return collections.namedtuple("Row", names)
+
+
 # Keyed by the statement object: callers pass statements built once (module constants,
 # cached builders); the bound keeps a statement built per request from growing it forever.
 @functools.lru_cache(maxsize=256)
-def _sql_for(statement: Select[Any], dialect: Dialect) -> tuple[str, Compiled]:
+def _sql_for(statement: Select[Any], dialect: Dialect) -> tuple[str, SQLCompiler]:
     compiled = statement.compile(dialect=dialect)
     processed = [
         name for name, bind in compiled.binds.items() if bind.type.bind_processor(dialect)

@@ -1,22 +1,28 @@
-"""Reads awaited on the event loop (api/db.py `fetch_all`, `ReadConnections`)."""
+"""Reads awaited on the event loop (api/db.py `fetch_all`, `ReadConnections`), and their
+SQLite twin on a driver connection."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from api.db import ReadConnections, _sql_for
 from api.models import Rejection
 from tests.factories import make_rejection, make_user
 
 
-def test_a_statement_that_needs_type_processing_is_refused() -> None:
-    """Awaited rows skip SQLAlchemy's type processing, so a column that needs it (a UTC
-    timestamp) must be refused when the statement is first compiled, not read wrong."""
+@pytest.mark.parametrize(
+    "dialect", [postgresql.dialect(), sqlite.dialect()], ids=["postgresql", "sqlite"]
+)
+def test_a_statement_that_needs_type_processing_is_refused(dialect: Dialect) -> None:
+    """Rows of `fetch_all` skip SQLAlchemy's type processing, on both engines, so a column
+    that needs it (a UTC timestamp) must be refused when the statement is first compiled,
+    not read wrong."""
     with pytest.raises(TypeError, match="created_at"):
-        _sql_for(select(Rejection.created_at), postgresql.dialect())  # type: ignore[arg-type]
+        _sql_for(select(Rejection.created_at), dialect)
 
 
 def _read_connections(client: TestClient) -> ReadConnections:
