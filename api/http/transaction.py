@@ -129,9 +129,10 @@ class TransactionalRoute(APIRoute):
             engine = request.app.state.engine
             try:
                 session = (
+                    # SQLite's BEGIN IMMEDIATE, at once, may wait for the write lock.
                     await run_in_threadpool(open_session, engine, write=True)
-                    if write
-                    else open_session(engine, write=False)  # connects lazily, never waits
+                    if write and engine.dialect.name == "sqlite"
+                    else open_session(engine, write=write)  # connects lazily, never waits
                 )
             except (OperationalError, PoolTimeoutError) as exc:
                 raise ServiceUnavailable(
