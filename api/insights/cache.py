@@ -13,12 +13,16 @@ The counter is read with the user at the start of the request, before any insigh
 query, so a computed answer is never older than the version it is stored under.
 
 Bounded by the bytes it holds (least recently used out first); it lives in one process.
+Requests that miss the same entry at the same time (a user's phone and laptop after a
+change) share one computation (`compute_once`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -42,6 +46,8 @@ class InsightsCache:
         self._entries: OrderedDict[Slot, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # Computations under way, on the event loop that serves the requests.
+        self._computing: dict[tuple[Slot, Version], asyncio.Future[bytes]] = {}
 
     def get(self, slot: Slot, version: Version) -> bytes | None:
         with self._lock:
@@ -66,6 +72,37 @@ class InsightsCache:
             while self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
                 self._bytes -= len(evicted.body)
+
+    async def compute_once(
+        self, slot: Slot, version: Version, compute: Callable[[], Awaitable[bytes]]
+    ) -> bytes:
+        """The entry, computed by `compute` and stored; while one request computes it,
+        the others that miss it wait for that answer instead of computing it again. A
+        failure is every waiter's (they asked for the same thing at the same moment); a
+        computing request that went away leaves the next waiter to compute it."""
+        key = (slot, version)
+        while (computing := self._computing.get(key)) is not None:
+            try:
+                return await asyncio.shield(computing)
+            except asyncio.CancelledError:
+                if not computing.cancelled():
+                    raise  # this request itself was cancelled
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._computing[key] = future
+        try:
+            body = await compute()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no warning when nobody was waiting
+            raise
+        finally:
+            del self._computing[key]
+        future.set_result(body)
+        self.put(slot, version, body)
+        return body
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -51,6 +51,9 @@ async def read_insights(
     if body is None:
         # Tens of milliseconds for a large account: off the event loop, so other requests
         # go on meanwhile. The session is this request's alone; it only changes thread.
-        body = await run_in_threadpool(_insights_json, session, user, date_from, date_to, today)
-        cache.put(slot, version, body)
+        body = await cache.compute_once(
+            slot,
+            version,
+            lambda: run_in_threadpool(_insights_json, session, user, date_from, date_to, today),
+        )
     return Response(content=body, media_type="application/json")

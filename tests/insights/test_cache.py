@@ -6,6 +6,7 @@ user would, and asks again in the same process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -204,3 +205,71 @@ def test_the_cache_keeps_to_its_size_and_serves_only_its_version() -> None:
     cache.put(("a", None, None), (3, today), b"new")
     cache.put(("a", None, None), (2, today), b"old")
     assert cache.get(("a", None, None), (3, today)) == b"new"
+
+
+def test_requests_that_miss_together_share_one_computation() -> None:
+    cache = InsightsCache()
+    slot, version = ("a", None, None), (1, datetime(2026, 11, 25).date())
+    computed: list[str] = []
+
+    async def scenario() -> list[bytes]:
+        release = asyncio.Event()
+
+        async def compute() -> bytes:
+            computed.append("once")
+            await release.wait()  # still computing while the others arrive
+            return b"answer"
+
+        requests = [
+            asyncio.create_task(cache.compute_once(slot, version, compute)) for _ in range(3)
+        ]
+        await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(*requests)
+
+    assert asyncio.run(scenario()) == [b"answer"] * 3
+    assert computed == ["once"]
+    assert cache.get(slot, version) == b"answer"
+
+
+def test_a_failed_computation_fails_its_waiters_and_a_cancelled_one_hands_over() -> None:
+    cache = InsightsCache()
+    slot, version = ("a", None, None), (1, datetime(2026, 11, 25).date())
+
+    async def failing() -> list[BaseException | bytes]:
+        release = asyncio.Event()
+
+        async def compute() -> bytes:
+            await release.wait()
+            raise RuntimeError("the database went away")
+
+        requests = [
+            asyncio.create_task(cache.compute_once(slot, version, compute)) for _ in range(2)
+        ]
+        await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    outcomes = asyncio.run(failing())
+    assert [str(outcome) for outcome in outcomes] == ["the database went away"] * 2
+    assert cache.get(slot, version) is None
+
+    async def handed_over() -> bytes:
+        never = asyncio.Event()
+
+        async def stuck() -> bytes:
+            await never.wait()
+            return b"never"
+
+        async def quick() -> bytes:
+            return b"from the waiter"
+
+        leader = asyncio.create_task(cache.compute_once(slot, version, stuck))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(cache.compute_once(slot, version, quick))
+        await asyncio.sleep(0.01)
+        leader.cancel()  # the computing request went away
+        return await waiter
+
+    assert asyncio.run(handed_over()) == b"from the waiter"
+    assert cache.get(slot, version) == b"from the waiter"
