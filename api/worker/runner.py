@@ -5,10 +5,12 @@ there), marks the jobs running with a lease, and commits; so two workers never r
 same job at once. A job whose worker died is claimed again when its lease runs out.
 
 The jobs of a claim whose kind has a batch handler run together through it; the others
-run one by one. Two batches are in flight at once (`BATCHES_IN_FLIGHT`), and the busy
-handlers run their transactions on a thread (`WorkerContext.transaction`): while one
-batch waits on the database, the other's e-mails go out. Outcomes are written in one UPDATE per group of jobs that end together
+run one by one. Outcomes are written in one UPDATE per group of jobs that end together
 (each only while its lease is still this worker's).
+
+Two batches are in flight at once (`BATCHES_IN_FLIGHT`), and the busy handlers run their
+transactions on a thread (`WorkerContext.transaction`): while one batch waits on the
+database, the other's e-mails go out.
 """
 
 from __future__ import annotations
