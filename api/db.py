@@ -21,6 +21,7 @@ from psycopg.rows import namedtuple_row
 from sqlalchemy import JSON, DateTime, TypeDecorator, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Select
 from sqlmodel import Session, SQLModel, create_engine
@@ -254,12 +255,18 @@ def _fetch_on_driver(
     engine: Engine, sql: str, compiled: SQLCompiler, values: dict[str, Any]
 ) -> list[Any]:
     params = compiled.construct_params(values)
+    positional = [params[name] for name in compiled.positiontup or ()]
+    driver_error = engine.dialect.loaded_dbapi.Error
     connection = engine.raw_connection()
     try:
         cursor = connection.cursor()
-        cursor.execute(sql, [params[name] for name in compiled.positiontup or ()])
+        cursor.execute(sql, positional)
         row = _row_type(tuple(column[0] for column in cursor.description))
         return [row._make(found) for found in cursor.fetchall()]
+    except driver_error as exc:
+        # As SQLAlchemy would have wrapped it: the app's handlers answer a lost database
+        # (OperationalError) with 503 and any other database error with 500.
+        raise DBAPIError.instance(sql, positional, exc, driver_error) from exc
     finally:
         connection.close()
 

@@ -3,6 +3,9 @@ SQLite twin on a driver connection."""
 
 from __future__ import annotations
 
+import sqlite3
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
@@ -62,3 +65,57 @@ def test_connections_are_reused_and_a_lost_one_is_a_503_then_recovered(
     assert again.status_code == 200
     assert len(again.json()["items"]) == 1
     assert _backend_pid(reads) != first
+
+
+class _FailingDriverConnection:
+    """A pooled SQLite connection whose next statement fails in the driver."""
+
+    def __init__(self, real: Any, error: Exception) -> None:
+        self.real, self.error = real, error
+
+    def cursor(self) -> Any:
+        error = self.error
+
+        class Cursor:
+            def execute(self, *_args: Any) -> None:
+                raise error
+
+        return Cursor()
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        pytest.param(sqlite3.OperationalError("disk I/O error"), 503, id="operational"),
+        pytest.param(sqlite3.DatabaseError("database disk image is malformed"), 500, id="other"),
+    ],
+)
+def test_a_driver_error_of_the_sqlite_read_is_answered_like_any_database_error(
+    client: TestClient,
+    engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+    status: int,
+) -> None:
+    """SQLite's list reads on a driver connection; its errors still reach the app's
+    handlers as SQLAlchemy's: a lost database is a 503 to retry, anything else a 500."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's list is awaited (the connection test above)")
+    user = make_user(client)
+    make_rejection(user)
+    app_engine = client.app.state.engine  # type: ignore[attr-defined]
+    connect = app_engine.raw_connection
+    monkeypatch.setattr(
+        app_engine, "raw_connection", lambda: _FailingDriverConnection(connect(), error)
+    )
+    with TestClient(client.app, raise_server_exceptions=False) as answering:
+        response = answering.get("/v1/rejections", headers=user.headers)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+    if status == 503:
+        assert response.headers["retry-after"] == "1"
+    monkeypatch.undo()
+    assert client.get("/v1/rejections", headers=user.headers).status_code == 200
