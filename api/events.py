@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import insert
 from sqlmodel import Session
 
-from api.db import new_id, utcnow
+from api.db import NewRow, new_id, utcnow
 from api.models import DomainEvent, Job
 from api.models.base import insert_now, table_of
 
@@ -29,21 +29,33 @@ EVENT_TYPES = (
 
 
 def record_event(session: Session, *, type: str, user_id: str, subject_id: str) -> DomainEvent:
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}")
     # Both rows are inserted at once with plain statements (every create records an
     # event; a flush of two more objects costs more than the two INSERTs).
-    event = DomainEvent(
-        id=new_id(), type=type, user_id=user_id, subject_id=subject_id, occurred_at=utcnow()
+    (_, event_values), (job_table, job_values) = event_rows(
+        type=type, user_id=user_id, subject_id=subject_id
     )
+    event = DomainEvent(**event_values)
     insert_now(session, event)
-    # The job `api.worker.queue.enqueue` would add (no dedupe key); the other columns
-    # take the model's defaults (pending, due now, 10 attempts).
-    session.connection().execute(
-        insert(table_of(Job)),
-        {"kind": "webhooks.fan_out", "payload": {"event_id": event.id}, "user_id": user_id},
-    )
+    session.connection().execute(insert(job_table), job_values)
     return event
+
+
+def event_rows(*, type: str, user_id: str, subject_id: str) -> list[NewRow]:
+    """The event's row and its fan-out job's: the job `api.worker.queue.enqueue` would
+    add (no dedupe key), its other columns the model's defaults (pending, due now, 10
+    attempts)."""
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    event_id = new_id()
+    event = {
+        "id": event_id,
+        "type": type,
+        "user_id": user_id,
+        "subject_id": subject_id,
+        "occurred_at": utcnow(),
+    }
+    job = {"kind": "webhooks.fan_out", "payload": {"event_id": event_id}, "user_id": user_id}
+    return [(table_of(DomainEvent), event), (table_of(Job), job)]
 
 
 def record_events(session: Session, events: Sequence[tuple[str, str, str]]) -> None:

@@ -17,7 +17,7 @@ from api.accounts.router import router as accounts_router
 from api.action_plans.router import router as action_plans_router
 from api.auth.router import router as auth_router
 from api.config import Settings, get_settings
-from api.db import make_engine, read_connections
+from api.db import async_connections, make_engine, sqlite_writer
 from api.errors import install_error_handlers, problem_response
 from api.feedback.router import router as feedback_router
 from api.http.idempotency import IdempotentReplay
@@ -89,7 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Awaited reads' connections belong to the loop that serves (api/db.py).
-        reads = app.state.read_connections = read_connections(settings)
+        reads = app.state.async_connections = async_connections(settings)
         # What startup built (routes, schemas, metadata) lives as long as the process:
         # frozen out of the collector's generations, a full collection scans only what
         # requests allocated. Without it, full collections of those objects stalled every
@@ -107,9 +107,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if worker is not None:
                 worker.stop()
-            app.state.read_connections = None
+            app.state.async_connections = None
             if reads is not None:
                 await reads.close()
+            if app.state.sqlite_writer is not None:
+                app.state.sqlite_writer.close()
             engine.dispose()
 
     app = FastAPI(
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.sqlite_writer = sqlite_writer(settings, engine)
     app.state.rate_limiter = RateLimiter(settings)
     app.state.transaction_gate = TransactionGate(sqlite=settings.is_sqlite)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api.config import Settings
 from api.db import fetch_all, request_session
 from api.errors import Unauthorized
-from api.http.idempotency import check_idempotency
+from api.http.idempotency import check_idempotency, check_idempotency_awaited
 from api.models import User
 from api.security import AccessClaims, decode_access_token
 
@@ -47,12 +47,16 @@ def access_claims(request: Request, token: str | None) -> AccessClaims:
 
 
 def _signed_in(request: Request, session: Session, user_id: str) -> None:
-    request.state.user_id = user_id
-    request.state.principal = f"user:{user_id}"
+    _note_user(request, user_id)
     check_idempotency(request, session, principal=f"user:{user_id}", user_id=user_id)
 
 
-def _session_ended() -> Unauthorized:
+def _note_user(request: Request, user_id: str) -> None:
+    request.state.user_id = user_id
+    request.state.principal = f"user:{user_id}"
+
+
+def session_ended() -> Unauthorized:
     return Unauthorized("The access token is no longer valid; log in again.", headers=INVALID_TOKEN)
 
 
@@ -60,7 +64,7 @@ def signed_in_user(request: Request, session: Session, claims: AccessClaims) -> 
     """The token's user, whose sessions have not been ended since the token was issued."""
     user = session.get(User, claims.user_id)
     if user is None or user.session_version != claims.session_version:
-        raise _session_ended()
+        raise session_ended()
     _signed_in(request, session, user.id)
     return user
 
@@ -98,14 +102,35 @@ async def get_token_claims(
 async def signed_in_after_read(request: Request, claims: AccessClaims, *, rows_found: bool) -> None:
     """Finish a `TokenClaims` read whose statement had `session_is_open()`."""
     if not rows_found:
-        found = await fetch_all(request, SESSION_VERSION, {"user_id": claims.user_id})
-        if not found or found[0].session_version != claims.session_version:
-            raise _session_ended()
+        await _open_session_of(request, claims)
     _signed_in(request, request_session(request), claims.user_id)
 
 
+async def signed_in_owner(request: Request, claims: AccessClaims) -> Any:
+    """For a write that opens no session (`writes_on_driver`): the token's user, read in
+    one awaited statement, with the time zone the rules need; its Idempotency-Key is
+    checked. The write itself claims the user's row only while the session is still
+    open (`api.db.insert_owned_rows`)."""
+    owner = await _open_session_of(request, claims)
+    _note_user(request, claims.user_id)
+    await check_idempotency_awaited(
+        request, principal=f"user:{claims.user_id}", user_id=claims.user_id
+    )
+    return owner
+
+
+async def _open_session_of(request: Request, claims: AccessClaims) -> Any:
+    """The user's row (session version, time zone) if the token's session is open."""
+    found = await fetch_all(request, SIGNED_IN_USER, {"user_id": claims.user_id})
+    if not found or found[0].session_version != claims.session_version:
+        raise session_ended()
+    return found[0]
+
+
 _users = User.__table__  # type: ignore[attr-defined]
-SESSION_VERSION = select(_users.c.session_version).where(_users.c.id == bindparam("user_id"))
+SIGNED_IN_USER = select(_users.c.session_version, _users.c.timezone).where(
+    _users.c.id == bindparam("user_id")
+)
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 TokenClaims = Annotated[AccessClaims, Depends(get_token_claims)]

@@ -18,7 +18,11 @@ def etag_of(obj: Versioned) -> str:
     session = object_session(obj)
     if session is not None and (obj in session.dirty or obj in session.new):
         session.flush()  # the version is bumped at flush
-    return f'"{obj.version}"'
+    return etag_for(obj.version)
+
+
+def etag_for(version: int) -> str:
+    return f'"{version}"'
 
 
 def set_etag(response: Response, obj: Versioned) -> None:
@@ -39,7 +43,7 @@ def check_if_match(request: Request, obj: Versioned) -> None:
     header = request.headers.get("if-match")
     if header is None:
         return
-    current = f'"{obj.version}"'
+    current = etag_for(obj.version)
     candidates = [tag.strip().removeprefix("W/") for tag in header.split(",")]
     if "*" in candidates or current in candidates:
         return

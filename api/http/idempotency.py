@@ -20,7 +20,9 @@ from functools import lru_cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from fastapi import Request, Response
 from sqlalchemy import text
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from starlette.concurrency import run_in_threadpool
 
 from api.config import Settings
 from api.errors import Conflict, Unprocessable
@@ -94,10 +96,9 @@ def check_idempotency(
     request: Request, session: Session, *, principal: str, user_id: str | None
 ) -> None:
     """Called by authentication once it knows who is asking: replay, refuse, or go on."""
-    intent: IdempotentRequest | None = getattr(request.state, "idempotency", None)
+    intent = _intent_of(request, principal=principal, user_id=user_id)
     if intent is None:
         return
-    intent.principal, intent.user_id = principal, user_id
     if session.get_bind().dialect.name == "postgresql":
         # Held until the transaction ends: a concurrent request with this key is a 409.
         locked = session.execute(
@@ -105,15 +106,46 @@ def check_idempotency(
             {"k": f"{principal} {intent.key}"},
         ).scalar_one()
         if not locked:
-            raise Conflict(
-                "A request with this Idempotency-Key is still being processed; retry later.",
-                headers={"Retry-After": "1"},
-            )
-    record = session.exec(
+            raise still_running()
+    _answer_if_seen(request, intent, _find_record(session, principal, intent.key))
+
+
+async def check_idempotency_awaited(request: Request, *, principal: str, user_id: str) -> None:
+    """`check_idempotency` for a write that opens no session (`writes_on_driver`): the
+    record is looked up on a thread, and a concurrent request with the same key is
+    refused when its record is inserted (the unique key: `still_running`)."""
+    intent = _intent_of(request, principal=principal, user_id=user_id)
+    if intent is None:
+        return
+    record = await run_in_threadpool(_find_in_new_session, request.app.state.engine, intent)
+    _answer_if_seen(request, intent, record)
+
+
+def _intent_of(
+    request: Request, *, principal: str, user_id: str | None
+) -> IdempotentRequest | None:
+    intent: IdempotentRequest | None = getattr(request.state, "idempotency", None)
+    if intent is not None:
+        intent.principal, intent.user_id = principal, user_id
+    return intent
+
+
+def _find_record(session: Session, principal: str, key: str) -> IdempotencyRecord | None:
+    return session.exec(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.principal == principal, IdempotencyRecord.key == intent.key
+            IdempotencyRecord.principal == principal, IdempotencyRecord.key == key
         )
     ).first()
+
+
+def _find_in_new_session(engine: Engine, intent: IdempotentRequest) -> IdempotencyRecord | None:
+    with Session(engine) as session:
+        return _find_record(session, intent.principal or "", intent.key)
+
+
+def _answer_if_seen(
+    request: Request, intent: IdempotentRequest, record: IdempotencyRecord | None
+) -> None:
     if record is None:
         return
     if record.request_hash != intent.request_hash:
@@ -129,23 +161,37 @@ def check_idempotency(
     raise IdempotentReplay(record, body)
 
 
+def still_running() -> Conflict:
+    """The answer while another request with the same principal and key is running."""
+    return Conflict(
+        "A request with this Idempotency-Key is still being processed; retry later.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def store_idempotent_response(request: Request, session: Session, response: Response) -> None:
+    record = idempotency_record(request, response)
+    if record is not None:
+        session.add(record)
+
+
+def idempotency_record(request: Request, response: Response) -> IdempotencyRecord | None:
+    """The record that replays `response` to a retry with the request's key, if it has
+    one; stored in the request's transaction."""
     intent: IdempotentRequest | None = getattr(request.state, "idempotency", None)
     if intent is None or intent.principal is None or response.status_code >= 500:
-        return
+        return None
     body = bytes(response.body) if hasattr(response, "body") else b""
-    session.add(
-        IdempotencyRecord(
-            principal=intent.principal,
-            key=intent.key,
-            user_id=intent.user_id,
-            method=request.method,
-            path=request.url.path,
-            request_hash=intent.request_hash,
-            status_code=response.status_code,
-            response_body=_cipher_for(request.app.state.settings).encrypt(body).decode(),
-            response_headers={
-                name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS
-            },
-        )
+    return IdempotencyRecord(
+        principal=intent.principal,
+        key=intent.key,
+        user_id=intent.user_id,
+        method=request.method,
+        path=request.url.path,
+        request_hash=intent.request_hash,
+        status_code=response.status_code,
+        response_body=_cipher_for(request.app.state.settings).encrypt(body).decode(),
+        response_headers={
+            name: value for name, value in response.headers.items() if name in _REPLAYED_HEADERS
+        },
     )

@@ -9,6 +9,10 @@ lock), so writes run on the thread pool. Reads never wait for locks, so a read-o
 sync endpoint runs inline on the event loop: no thread hop on the hot path. The hottest
 read (the rejections list) goes one step further on PostgreSQL and awaits its statement
 (`api.db.fetch_all`), so the loop is not blocked for the round trip.
+
+The busiest write (logging a rejection) opens no session at all: it is marked
+`writes_on_driver`, and inserts its rows with `insert_with_response`, one transaction on
+the driver (`api.db.insert_owned_rows`) that also stores its Idempotency-Key record.
 """
 
 from __future__ import annotations
@@ -16,21 +20,29 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.db import open_session
+from api.db import NewRow, insert_owned_rows, open_session
 from api.errors import Problem, ServiceUnavailable
-from api.http.idempotency import begin_idempotent_request, store_idempotent_response
+from api.http.idempotency import (
+    begin_idempotent_request,
+    check_idempotency_awaited,
+    idempotency_record,
+    still_running,
+    store_idempotent_response,
+)
+from api.models import IdempotencyRecord
+from api.models.base import table_of
 
 log = structlog.get_logger("rebound.transaction")
 
@@ -80,6 +92,46 @@ class TransactionGate:
                 gate.release()
 
 
+_DRIVER_WRITES: set[Callable[..., Any]] = set()
+
+
+def writes_on_driver(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an async endpoint that writes with `insert_with_response`: its route opens no
+    session (it still queues at the transaction gate as a write)."""
+    _DRIVER_WRITES.add(endpoint)
+    return endpoint
+
+
+async def insert_with_response(
+    request: Request,
+    response: Response,
+    *,
+    user_id: str,
+    session_version: int,
+    rows: Sequence[NewRow],
+) -> bool:
+    """A `writes_on_driver` endpoint's commit: its new rows and, with an Idempotency-Key,
+    the record that replays `response`, in one transaction; False (nothing written) when
+    the user's session has ended.
+
+    A concurrent request with the same key waits for the first (both claim the user's
+    row), then finds the key taken when it inserts its record, and is answered as a retry
+    would be: the first response replayed, or 422 for another body.
+    """
+    record = idempotency_record(request, response)
+    if record is not None:
+        rows = [*rows, (table_of(IdempotencyRecord), record.model_dump())]
+    try:
+        return await insert_owned_rows(
+            request, user_id=user_id, session_version=session_version, rows=rows
+        )
+    except IntegrityError as exc:
+        if record is None:
+            raise
+        await check_idempotency_awaited(request, principal=record.principal, user_id=user_id)
+        raise still_running() from exc  # the other request's record is gone again
+
+
 def _run_inline(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(endpoint)
     async def inline(*args: Any, **kwargs: Any) -> Any:
@@ -111,6 +163,7 @@ class TransactionalRoute(APIRoute):
         if kwargs.get("summary") is None and endpoint.__doc__:
             kwargs["summary"] = endpoint.__doc__.strip().splitlines()[0]
         methods = set(kwargs.get("methods") or ["GET"])
+        self.opens_session = endpoint not in _DRIVER_WRITES
         if methods <= SAFE_METHODS and not inspect.iscoroutinefunction(endpoint):
             endpoint = _run_inline(endpoint)
         super().__init__(path, endpoint, **kwargs)
@@ -123,6 +176,8 @@ class TransactionalRoute(APIRoute):
             await begin_idempotent_request(request)
             gate: TransactionGate = request.app.state.transaction_gate
             async with gate.admitted(write=write):
+                if not self.opens_session:
+                    return await handler(request)
                 return await _run(request, write=write)
 
         async def _run(request: Request, *, write: bool) -> Response:

@@ -9,7 +9,9 @@ numbered in commit order and `GET /v1/sync` never misses one.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import BigInteger, Table, insert, text
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Field, SQLModel
 
-from api.db import UTCDateTime, new_id, utcnow
+from api.db import NewRow, UTCDateTime, new_id, number_tracked_rows, tracked, utcnow
 
 
 def id_field() -> Any:
@@ -64,6 +66,17 @@ def claim_sync_numbers(session: OrmSession, user_id: str, count: int) -> range:
             obj.sync_seq = first + count - 1
             return range(first, first + count)
     raise RuntimeError(f"tracked object of unknown user {user_id}")
+
+
+def insert_rows(session: OrmSession, user_id: str, rows: Sequence[NewRow]) -> None:
+    """Insert new rows of the user's data in the session's transaction, in order, the
+    tracked ones numbered on the user's counter: `api.db.insert_owned_rows` for code
+    that holds a session (scripts, seeds, tests) rather than a request."""
+    numbers = claim_sync_numbers(session, user_id, sum(tracked(table) for table, _ in rows))
+    number_tracked_rows(rows, numbers.stop - 1)
+    connection = session.connection()
+    for table, group in groupby(rows, key=lambda row: row[0]):
+        connection.execute(insert(table), [values for _, values in group])
 
 
 def table_of(model: type[SQLModel]) -> Table:

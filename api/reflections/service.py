@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlmodel import Session, col, delete, select
 
 from api.accounts.service import get_profile
-from api.db import new_id, utcnow
+from api.db import NewRow, new_id, utcnow
 from api.errors import NotFound, Unprocessable
 from api.events import record_event
 from api.models import Profile, Reflection, ReflectionStep, Rejection, User
@@ -54,46 +54,35 @@ from api.reflections.steps import (
 from api.sync.registry import register_sync_type
 
 
-def create_reflection(*, session: Session, rejection: Rejection, sync_seq: int) -> str:
-    """The new rejection's reflection with its seven steps, not started; returns its id.
-
-    Part of every create, so it is written with two plain INSERTs (the steps in one
-    executemany) instead of a flush. The reflection is a tracked row: version 1, the
-    rejection's timestamp, and `sync_seq`, the owner's number the caller claimed for it
-    (`api.models.base.claim_sync_numbers`), as the flush hook would set them.
-    """
+def reflection_rows(*, user_id: str, rejection_id: str, now: datetime) -> list[NewRow]:
+    """The rows of a new rejection's reflection: the reflection, not started, and its
+    seven steps. A tracked row (version 1, `updated_at`); its change number is claimed
+    when the rows are inserted. The steps take their ids, not-started status and empty
+    content from the model's column defaults."""
     reflection_id = new_id()
-    now = rejection.created_at
-    connection = session.connection()
-    connection.execute(
-        insert(table_of(Reflection)),
+    reflection = {
+        "id": reflection_id,
+        "user_id": user_id,
+        "rejection_id": rejection_id,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    steps = [
         {
-            "id": reflection_id,
-            "user_id": rejection.user_id,
-            "rejection_id": rejection.id,
-            "version": 1,
-            "sync_seq": sync_seq,
+            "user_id": user_id,
+            "reflection_id": reflection_id,
+            "key": key.value,
+            "order": position,
             "created_at": now,
             "updated_at": now,
-        },
-    )
-    # Each step gets its id and its not-started status and empty content from the
-    # model's column defaults.
-    connection.execute(
-        insert(table_of(ReflectionStep)),
-        [
-            {
-                "user_id": rejection.user_id,
-                "reflection_id": reflection_id,
-                "key": key.value,
-                "order": position,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for position, key in enumerate(STEP_ORDER, start=1)
-        ],
-    )
-    return reflection_id
+        }
+        for position, key in enumerate(STEP_ORDER, start=1)
+    ]
+    return [
+        (table_of(Reflection), reflection),
+        *((table_of(ReflectionStep), step) for step in steps),
+    ]
 
 
 def get_reflection(*, session: Session, rejection: Rejection, lock: bool = False) -> Reflection:

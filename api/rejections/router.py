@@ -4,13 +4,19 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request, Response, status
 
-from api.auth.dependencies import CurrentUser, TokenClaims, signed_in_after_read
+from api.auth.dependencies import (
+    CurrentUser,
+    TokenClaims,
+    session_ended,
+    signed_in_after_read,
+    signed_in_owner,
+)
 from api.db import SessionDep, request_session
-from api.http.etag import etag_of, set_etag
+from api.http.etag import etag_for, set_etag
 from api.http.pagination import Page, page_response
 from api.http.query import QueryModel, query_parameters
 from api.http.responses import json_response, problems
-from api.http.transaction import TransactionalRoute
+from api.http.transaction import TransactionalRoute, insert_with_response, writes_on_driver
 from api.models import Rejection
 from api.rejections import service
 from api.rejections.dependencies import OwnedRejection, RejectionForWrite
@@ -34,14 +40,30 @@ def rejection_read(rejection: Rejection) -> RejectionRead:
     response_model=RejectionRead,
     responses=problems(401, 409, 422),
 )
-def create_rejection(data: RejectionCreate, user: CurrentUser, session: SessionDep) -> Response:
+@writes_on_driver
+async def create_rejection(
+    request: Request, claims: TokenClaims, data: RejectionCreate
+) -> Response:
     """Log a rejection; its reflection is created with it."""
-    rejection = service.create_rejection(session=session, owner=user, data=data)
-    return json_response(
-        rejection_read(rejection),
+    # The busiest write opens no session: one awaited read of the user, the rules in
+    # Python, then one transaction on the driver (api/http/transaction.py).
+    owner = await signed_in_owner(request, claims)
+    new = service.new_rejection(owner_id=claims.user_id, timezone=owner.timezone, data=data)
+    response = json_response(
+        new.read,
         status_code=status.HTTP_201_CREATED,
-        headers={"ETag": etag_of(rejection), "Location": f"/v1/rejections/{rejection.id}"},
+        headers={"ETag": etag_for(1), "Location": f"/v1/rejections/{new.read.id}"},
     )
+    written = await insert_with_response(
+        request,
+        response,
+        user_id=claims.user_id,
+        session_version=claims.session_version,
+        rows=new.rows,
+    )
+    if not written:  # the session ended after the read above
+        raise session_ended()
+    return response
 
 
 @router.get(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,14 +24,14 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session, col, select
 
 from api.auth.service import session_is_open
-from api.db import utcnow
+from api.db import NewRow, new_id, utcnow
 from api.errors import NotFound, Unprocessable
-from api.events import record_event
+from api.events import event_rows, record_event
 from api.feedback.service import retire_for_deleted_rejection
 from api.http.pagination import PageQuery, json_item, keyset_page, page_query
 from api.models import Reflection, Rejection, User
-from api.models.base import claim_sync_numbers, insert_now
-from api.reflections.service import create_reflection
+from api.models.base import insert_rows
+from api.reflections.service import reflection_rows
 from api.rejections.schemas import (
     RejectionCreate,
     RejectionFilters,
@@ -44,7 +45,11 @@ _rejections: Table = Rejection.__table__  # type: ignore[attr-defined]
 
 
 def local_today(user: User) -> date:
-    return datetime.now(ZoneInfo(user.timezone)).date()
+    return _today_in(user.timezone)
+
+
+def _today_in(timezone: str) -> date:
+    return datetime.now(ZoneInfo(timezone)).date()
 
 
 def _check_not_in_future(user: User, day: date, field: str) -> None:
@@ -52,30 +57,56 @@ def _check_not_in_future(user: User, day: date, field: str) -> None:
         raise Unprocessable(f"{field} cannot be in the future.", loc=["body", field])
 
 
-def create_rejection(*, session: Session, owner: User, data: RejectionCreate) -> Rejection:
-    """Log a rejection, with its reflection, and tell subscribers.
+@dataclass(frozen=True)
+class NewRejection:
+    """A rejection to log: the answer, and the rows that make it."""
 
-    The busiest write, so its rows go in with plain INSERTs, one statement per table,
-    instead of through the ORM's flush; they are the rows a flush would write.
+    read: RejectionRead
+    rows: list[NewRow]
+
+
+def new_rejection(*, owner_id: str, timezone: str, data: RejectionCreate) -> NewRejection:
+    """A rejection to log, with its reflection, and the event that tells subscribers;
+    checked against the owner's calendar, not written yet: the create inserts the rows
+    (`api.db.insert_owned_rows`; in a session, `create_rejection`).
+
+    The rejection and its reflection are two changes of the owner's data, numbered in
+    that order when inserted, and both start at version 1 (as the flush hook does).
     """
-    rejected_on = data.rejected_on or local_today(owner)
-    _check_not_in_future(owner, rejected_on, "rejected_on")
+    today = _today_in(timezone)
+    rejected_on = data.rejected_on or today
+    if rejected_on > today:
+        raise Unprocessable("rejected_on cannot be in the future.", loc=["body", "rejected_on"])
     if data.applied_on and data.applied_on > rejected_on:
         raise Unprocessable("applied_on must not be after rejected_on.", loc=["body", "applied_on"])
-    rejection = Rejection.model_validate(
-        data.model_dump(mode="json", exclude={"rejected_on"}),
-        update={"user_id": owner.id, "rejected_on": rejected_on},
+    now = utcnow()
+    rejection = {
+        # Text as stored (enums by value, the URL as a string); dates stay dates.
+        **data.model_dump(mode="json"),
+        "applied_on": data.applied_on,
+        "rejected_on": rejected_on,
+        "id": new_id(),
+        "user_id": owner_id,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return NewRejection(
+        read=RejectionRead.model_validate(rejection),
+        rows=[
+            (_rejections, rejection),
+            *reflection_rows(user_id=owner_id, rejection_id=rejection["id"], now=now),
+            *event_rows(type="rejection.created", user_id=owner_id, subject_id=rejection["id"]),
+        ],
     )
-    # The rejection and its reflection are two changes of the owner's data: one UPDATE
-    # numbers both, in that order, and both start at version 1 (as the flush hook does).
-    rejection_seq, reflection_seq = claim_sync_numbers(session, owner.id, 2)
-    rejection.version = 1
-    rejection.sync_seq = rejection_seq
-    rejection.updated_at = rejection.created_at
-    insert_now(session, rejection)
-    create_reflection(session=session, rejection=rejection, sync_seq=reflection_seq)
-    record_event(session, type="rejection.created", user_id=owner.id, subject_id=rejection.id)
-    return rejection
+
+
+def create_rejection(*, session: Session, owner: User, data: RejectionCreate) -> Rejection:
+    """Log a rejection in an open session (scripts, seeds, tests); the API's create
+    inserts the same rows on the driver (api/rejections/router.py)."""
+    new = new_rejection(owner_id=owner.id, timezone=owner.timezone, data=data)
+    insert_rows(session, owner.id, new.rows)
+    return session.get_one(Rejection, new.read.id)
 
 
 def get_rejection(

@@ -1,4 +1,4 @@
-"""Reads awaited on the event loop (api/db.py `fetch_all`, `ReadConnections`), and their
+"""Reads awaited on the event loop (api/db.py `fetch_all`, `AsyncConnections`), and their
 SQLite twin on a driver connection."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
-from api.db import ReadConnections, _sql_for
+from api.db import AsyncConnections, _sql_for
 from api.models import Rejection
 from tests.factories import make_rejection, make_user
 
@@ -28,15 +28,15 @@ def test_a_statement_that_needs_type_processing_is_refused(dialect: Dialect) -> 
         _sql_for(select(Rejection.created_at), dialect)
 
 
-def _read_connections(client: TestClient) -> ReadConnections:
-    reads = client.app.state.read_connections  # type: ignore[attr-defined]
+def _async_connections(client: TestClient) -> AsyncConnections:
+    reads = client.app.state.async_connections  # type: ignore[attr-defined]
     if reads is None:
         pytest.skip("SQLite answers in-process: its reads are not awaited")
-    assert isinstance(reads, ReadConnections)
+    assert isinstance(reads, AsyncConnections)
     return reads
 
 
-def _backend_pid(reads: ReadConnections) -> int:
+def _backend_pid(reads: AsyncConnections) -> int:
     return int(reads.idle[-1].info.backend_pid)
 
 
@@ -45,7 +45,7 @@ def test_connections_are_reused_and_a_lost_one_is_a_503_then_recovered(
 ) -> None:
     user = make_user(client)
     make_rejection(user)
-    reads = _read_connections(client)
+    reads = _async_connections(client)
     assert client.get("/v1/rejections", headers=user.headers).status_code == 200
     first = _backend_pid(reads)
     assert client.get("/v1/rejections", headers=user.headers).status_code == 200
