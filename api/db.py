@@ -305,7 +305,7 @@ def _row_type(names: tuple[str, ...]) -> Any:
 # Keyed by the statement object: callers pass statements built once (module constants,
 # cached builders); the bound keeps a statement built per request from growing it forever.
 @functools.lru_cache(maxsize=256)
-def _sql_for(statement: Select[Any], dialect: Dialect) -> tuple[str, SQLCompiler]:
+def _sql_for(statement: Select[Any] | Update, dialect: Dialect) -> tuple[str, SQLCompiler]:
     compiled = statement.compile(dialect=dialect)
     processed = [
         name for name, bind in compiled.binds.items() if bind.type.bind_processor(dialect)
@@ -346,29 +346,12 @@ async def insert_owned_rows(
     has ended. A lost database raises SQLAlchemy's OperationalError (the app answers 503),
     a broken constraint its IntegrityError.
     """
-    complete = [(table, _with_defaults(table, values)) for table, values in rows]
     writer: SqliteWriter | None = request.app.state.sqlite_writer
     if writer is not None:
-        return await _insert_on_sqlite(writer, user_id, session_version, complete)
+        return await _insert_on_sqlite(writer, user_id, session_version, rows)
     connections: AsyncConnections = request.app.state.async_connections
     engine: Engine = request.app.state.engine
-    return await _insert_on_postgres(
-        connections, engine.dialect, user_id, session_version, complete
-    )
-
-
-def _with_defaults(table: Table, values: dict[str, Any]) -> dict[str, Any]:
-    row = dict(values)
-    for column in table.columns:
-        if column.key not in row:
-            default = column.default
-            if default is None:
-                row[column.key] = None
-            elif default.is_callable:
-                row[column.key] = default.arg(None)  # type: ignore[attr-defined]
-            else:
-                row[column.key] = default.arg  # type: ignore[attr-defined]
-    return row
+    return await _insert_on_postgres(connections, engine.dialect, user_id, session_version, rows)
 
 
 def tracked(table: Table) -> bool:
@@ -396,24 +379,47 @@ def _claim() -> Update:
 
 
 @functools.cache
-def _processors(table: Table, dialect: Dialect) -> dict[str, Callable[[Any], Any]]:
-    """Each column's bind processor (datetimes to the driver's form, JSON to text ...)."""
-    found: dict[str, Callable[[Any], Any]] = {}
+def _columns(
+    table: Table, dialect: Dialect
+) -> list[tuple[str, Callable[[], Any], Callable[[Any], Any] | None]]:
+    """Each column of the table, in order: its key, its default as a call (its callable,
+    its scalar, or None), and its bind processor (datetimes to the driver's form, JSON
+    to text ...)."""
+    found: list[tuple[str, Callable[[], Any], Callable[[Any], Any] | None]] = []
     for column in table.columns:
+        default: Any = column.default
+        if default is None:
+            make: Callable[[], Any] = functools.partial(lambda: None)
+        elif default.is_callable:
+            make = functools.partial(default.arg, None)
+        else:
+            make = functools.partial(lambda value: value, default.arg)
         processor = column.type.dialect_impl(dialect).bind_processor(dialect)
-        if processor is not None:
-            found[column.key] = processor
+        found.append((column.key, make, processor))
     return found
 
 
-def _driver_values(table: Table, row: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
-    processed = dict(row)
-    for key, processor in _processors(table, dialect).items():
-        processed[key] = processor(processed[key])
-    return processed
+def _driver_row(
+    table: Table, values: dict[str, Any], dialect: Dialect, seen: dict[Any, Any]
+) -> list[Any]:
+    """The row's values in column order, as the driver takes them: a missing column takes
+    its default. The rows of one write share a few timestamps; each is processed once
+    (`seen`, one per write)."""
+    row = []
+    for key, default, processor in _columns(table, dialect):
+        value = values[key] if key in values else default()
+        if processor is not None:
+            if isinstance(value, datetime):
+                if (processor, value) not in seen:
+                    seen[processor, value] = processor(value)
+                value = seen[processor, value]
+            else:
+                value = processor(value)
+        row.append(value)
+    return row
 
 
-# SQLite: the statements one by one on a pooled driver connection, on the loop.
+# SQLite: the statements one by one on the app's one writer connection, on the loop.
 
 
 class SqliteWriter:
@@ -447,11 +453,11 @@ def sqlite_writer(settings: Settings, engine: Engine) -> SqliteWriter | None:
 
 
 async def _insert_on_sqlite(
-    writer: SqliteWriter, user_id: str, session_version: int, rows: list[NewRow]
+    writer: SqliteWriter, user_id: str, session_version: int, rows: Sequence[NewRow]
 ) -> bool:
     dialect = writer.engine.dialect
     driver_error = dialect.loaded_dbapi.Error
-    claim_sql, claim = _sqlite_sql(_claim(), dialect)
+    claim_sql, claim = _sql_for(_claim(), dialect)
     claim_params = claim.construct_params(
         {
             "user_id": user_id,
@@ -469,14 +475,11 @@ async def _insert_on_sqlite(
                 if found is None:
                     return False
                 number_tracked_rows(rows, int(found[0]))
+                seen: dict[Any, Any] = {}
                 for table, group in itertools.groupby(rows, key=lambda row: row[0]):
-                    sql, names = _sqlite_insert(table, dialect)
                     connection.executemany(
-                        sql,
-                        [
-                            [values[name] for name in names]
-                            for values in (_driver_values(table, row, dialect) for _, row in group)
-                        ],
+                        _sqlite_insert(table, dialect),
+                        [_driver_row(table, values, dialect, seen) for _, values in group],
                     )
                 connection.execute("COMMIT")
             finally:
@@ -514,16 +517,12 @@ def number_tracked_rows(rows: Sequence[NewRow], last: int) -> None:
 
 
 @functools.cache
-def _sqlite_sql(statement: Update, dialect: Dialect) -> tuple[str, SQLCompiler]:
-    compiled = statement.compile(dialect=dialect)
-    return str(compiled), compiled
-
-
-@functools.cache
-def _sqlite_insert(table: Table, dialect: Dialect) -> tuple[str, list[str]]:
-    """The table's INSERT of every column, and the order its values are bound in."""
-    compiled = insert(table).compile(dialect=dialect, column_keys=list(table.columns.keys()))
-    return str(compiled), list(compiled.positiontup or ())
+def _sqlite_insert(table: Table, dialect: Dialect) -> str:
+    """The table's INSERT of every column, its values bound in column order."""
+    keys = list(table.columns.keys())
+    compiled = insert(table).compile(dialect=dialect, column_keys=keys)
+    assert list(compiled.positiontup or ()) == keys
+    return str(compiled)
 
 
 # PostgreSQL: one statement, the claim and every INSERT, awaited.
@@ -534,7 +533,7 @@ async def _insert_on_postgres(
     dialect: Dialect,
     user_id: str,
     session_version: int,
-    rows: list[NewRow],
+    rows: Sequence[NewRow],
 ) -> bool:
     shape = tuple(
         (table, len(list(group)))
@@ -546,8 +545,11 @@ async def _insert_on_postgres(
         "session_version": session_version,
         "claimed": sum(tracked(table) for table, _ in rows),
     }
+    seen: dict[Any, Any] = {}
     for index, (table, row) in enumerate(rows):
-        for key, value in _driver_values(table, row, dialect).items():
+        for key, value in zip(
+            table.columns.keys(), _driver_row(table, row, dialect, seen), strict=True
+        ):
             values[f"r{index}_{key}"] = value
     params = [values[name] for name in names]
     try:

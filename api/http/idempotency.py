@@ -1,9 +1,12 @@
 """Safe retries: a POST with an `Idempotency-Key` runs once per principal and key.
 
 A retry with the same key and body gets the first response again (with
-`Idempotency-Replayed: true`) and changes nothing; the same key with another body is 422;
-the same key while the first request is still running is 409. Records are written in the
-request's own transaction, so a response is replayable exactly when its change committed.
+`Idempotency-Replayed: true`) and changes nothing; the same key with another body is 422.
+The same key while the first request is still running is 409 where the request holds a
+session (an advisory lock on PostgreSQL); a write that opens none (`writes_on_driver`)
+waits for the first instead and is answered as a retry (api/http/transaction.py). Records
+are written in the request's own transaction, so a response is replayable exactly when
+its change committed.
 Keys are kept for `RETENTION`; the worker prunes older ones. Stored responses are
 encrypted with a key derived from REBOUND_SECRET_KEY: some carry a secret shown once (an
 API key, a webhook secret, a calendar-feed URL) that must not rest in the clear.
@@ -25,6 +28,7 @@ from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from api.config import Settings
+from api.db import open_session
 from api.errors import Conflict, Unprocessable
 from api.models import IdempotencyRecord
 
@@ -112,12 +116,14 @@ def check_idempotency(
 
 async def check_idempotency_awaited(request: Request, *, principal: str, user_id: str) -> None:
     """`check_idempotency` for a write that opens no session (`writes_on_driver`): the
-    record is looked up on a thread, and a concurrent request with the same key is
-    refused when its record is inserted (the unique key: `still_running`)."""
+    record is looked up on a thread. A concurrent request with the same key meets the
+    first's record when it inserts its own (`api.http.transaction.insert_with_response`)."""
     intent = _intent_of(request, principal=principal, user_id=user_id)
     if intent is None:
         return
-    record = await run_in_threadpool(_find_in_new_session, request.app.state.engine, intent)
+    record = await run_in_threadpool(
+        _find_in_new_session, request.app.state.engine, principal, intent.key
+    )
     _answer_if_seen(request, intent, record)
 
 
@@ -138,9 +144,9 @@ def _find_record(session: Session, principal: str, key: str) -> IdempotencyRecor
     ).first()
 
 
-def _find_in_new_session(engine: Engine, intent: IdempotentRequest) -> IdempotencyRecord | None:
-    with Session(engine) as session:
-        return _find_record(session, intent.principal or "", intent.key)
+def _find_in_new_session(engine: Engine, principal: str, key: str) -> IdempotencyRecord | None:
+    with open_session(engine, write=False) as session:
+        return _find_record(session, principal, key)
 
 
 def _answer_if_seen(

@@ -52,8 +52,8 @@ def _today_in(timezone: str) -> date:
     return datetime.now(ZoneInfo(timezone)).date()
 
 
-def _check_not_in_future(user: User, day: date, field: str) -> None:
-    if day > local_today(user):
+def _check_not_in_future(day: date, today: date, field: str) -> None:
+    if day > today:
         raise Unprocessable(f"{field} cannot be in the future.", loc=["body", field])
 
 
@@ -75,8 +75,7 @@ def new_rejection(*, owner_id: str, timezone: str, data: RejectionCreate) -> New
     """
     today = _today_in(timezone)
     rejected_on = data.rejected_on or today
-    if rejected_on > today:
-        raise Unprocessable("rejected_on cannot be in the future.", loc=["body", "rejected_on"])
+    _check_not_in_future(rejected_on, today, "rejected_on")
     if data.applied_on and data.applied_on > rejected_on:
         raise Unprocessable("applied_on must not be after rejected_on.", loc=["body", "applied_on"])
     now = utcnow()
@@ -206,7 +205,7 @@ def update_rejection(
     """Change the given fields and tell subscribers."""
     changes = data.model_dump(mode="json", exclude_unset=True)
     if data.rejected_on is not None:
-        _check_not_in_future(owner, data.rejected_on, "rejected_on")
+        _check_not_in_future(data.rejected_on, local_today(owner), "rejected_on")
     applied_on = data.applied_on if "applied_on" in changes else rejection.applied_on
     rejected_on = data.rejected_on if "rejected_on" in changes else rejection.rejected_on
     if applied_on and rejected_on and applied_on > rejected_on:
