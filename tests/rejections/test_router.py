@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 from sqlalchemy import update
@@ -36,6 +37,39 @@ def test_rejected_on_defaults_to_today(client: TestClient) -> None:
     created = client.post("/v1/rejections", json=body, headers=user.headers)
     assert created.status_code == 201
     assert created.json()["rejected_on"]
+
+
+def test_today_is_the_users_own_day(client: TestClient) -> None:
+    """The default date and the future check follow the user's time zone: 25 hours
+    apart, Kiritimati is always a day or two ahead of Pago Pago."""
+    ahead = make_user(client, timezone="Pacific/Kiritimati")
+    behind = make_user(client, timezone="Pacific/Pago_Pago")
+    for user, zone in ((ahead, "Pacific/Kiritimati"), (behind, "Pacific/Pago_Pago")):
+        body = rejection_body()
+        del body["rejected_on"], body["applied_on"]
+        before = datetime.now(ZoneInfo(zone)).date()
+        created = client.post("/v1/rejections", json=body, headers=user.headers)
+        after = datetime.now(ZoneInfo(zone)).date()
+        assert created.status_code == 201, created.text
+        assert created.json()["rejected_on"] in {before.isoformat(), after.isoformat()}
+
+    kiritimati_today = datetime.now(ZoneInfo("Pacific/Kiritimati")).date().isoformat()
+    accepted = client.post(
+        "/v1/rejections",
+        json=rejection_body(rejected_on=kiritimati_today, applied_on=None),
+        headers=ahead.headers,
+    )
+    assert accepted.status_code == 201, accepted.text
+    refused = client.post(
+        "/v1/rejections",
+        json=rejection_body(rejected_on=kiritimati_today, applied_on=None),
+        headers=behind.headers,
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["errors"][0]["loc"] == ["body", "rejected_on"]
+    listed = client.get("/v1/rejections", headers=behind.headers).json()["items"]
+    assert len(listed) == 1
 
 
 def test_invalid_rejections_are_refused_and_nothing_is_written(
