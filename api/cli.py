@@ -42,6 +42,11 @@ def serve(
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        # asyncio's loop, not uvloop: uvloop (libuv) accepts one connection per turn of
+        # the loop, so on a busy server a burst of new connections waits its turn, one
+        # turn each: 200 at once waited up to 7 s (bench/README.md). asyncio accepts
+        # every waiting connection at once, for a few percent of throughput.
+        loop="asyncio",
     )
 
 

@@ -1,8 +1,9 @@
 """The ceiling: a bare FastAPI app answering a constant JSON object.
 
-Served with exactly the uvicorn settings `rebound serve` uses (one process, no access log,
-no log config, proxy headers, the same graceful-shutdown timeout), so the ratio of a
-Rebound endpoint to this app is what the application costs on top of the framework.
+Served with exactly the uvicorn settings `rebound serve` uses (one process, asyncio's loop,
+no access log, no log config, proxy headers, the same graceful-shutdown timeout), so the
+ratio of a Rebound endpoint to this app is what the application costs on top of the
+framework.
 
     python -m bench.baseline --port 8100
 """
@@ -40,6 +41,7 @@ def main() -> None:
         access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        loop="asyncio",
     )
 
 
