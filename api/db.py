@@ -422,15 +422,28 @@ def _driver_row(
 # SQLite: the statements one by one on the app's one writer connection, on the loop.
 
 
+# The writer's commits between its checkpoints. SQLite's own checkpoint (after the
+# commit that takes the log past 1,000 pages) would run inside that COMMIT, on the loop:
+# milliseconds to tens of them, of copying and syncing, with every request waiting.
+CHECKPOINT_EVERY = 64
+
+
 class SqliteWriter:
     """The one connection of a SQLite app's driver writes, used on the event loop (SQLite
     has one writer at a time, and so does the transaction gate). It waits for the write
-    lock asleep on the loop (`_begin_immediate`), and keeps its page cache warm."""
+    lock asleep on the loop (`_begin_immediate`), and keeps its page cache warm.
+
+    It checkpoints the log itself: every CHECKPOINT_EVERY commits, on a thread, while it
+    holds the writer, so that the checkpoint copies the whole log (a checkpoint beside a
+    busy writer never catches up) and the next write starts the log over. Meanwhile the
+    loop serves everything else, and the next driver write waits for it asleep."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.pooled: Any = None
         self.in_use = asyncio.Lock()
+        self.commits = 0
+        self.checkpointing: asyncio.Task[None] | None = None
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Any]:
@@ -438,13 +451,43 @@ class SqliteWriter:
             if self.pooled is None:  # a connection of the pool, kept, and configured anew
                 self.pooled = self.engine.raw_connection()
                 self.pooled.driver_connection.execute("PRAGMA busy_timeout=0")
+                self.pooled.driver_connection.execute("PRAGMA wal_autocheckpoint=0")
             yield self.pooled.driver_connection
+
+    def committed(self) -> None:
+        """Count a commit; start a checkpoint when one is due."""
+        self.commits += 1
+        if self.commits >= CHECKPOINT_EVERY and self.checkpointing is None:
+            self.commits = 0
+            self.checkpointing = asyncio.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        try:
+            async with self.in_use:
+                await asyncio.to_thread(_passive_checkpoint, self.engine)
+        except Exception:  # the next one tries again; other writers still checkpoint
+            log.exception("sqlite_checkpoint_failed")
+        finally:
+            self.checkpointing = None
 
     def close(self) -> None:
         """Close the connection (not back to the pool: it is configured for this alone)."""
         if self.pooled is not None:
             self.pooled.invalidate()
             self.pooled = None
+
+
+def _passive_checkpoint(engine: Engine) -> None:
+    """Copy the log into the database, on a connection of the pool (not the writer's, which
+    the loop may close at shutdown while this runs)."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        cursor.fetchall()
+        cursor.close()
+    finally:
+        connection.close()
 
 
 def sqlite_writer(settings: Settings, engine: Engine) -> SqliteWriter | None:
@@ -482,6 +525,7 @@ async def _insert_on_sqlite(
                         [_driver_row(table, values, dialect, seen) for _, values in group],
                     )
                 connection.execute("COMMIT")
+                writer.committed()
             finally:
                 if connection.in_transaction:
                     connection.execute("ROLLBACK")
