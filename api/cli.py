@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,19 @@ from api.config import get_settings
 app = typer.Typer(help="Rebound: learn from job rejections.", no_args_is_help=True)
 
 OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+# How `serve` runs uvicorn (the benchmark's ceiling, bench/baseline.py, runs the same).
+SERVER_OPTIONS: dict[str, Any] = {
+    "log_config": None,  # api.logging configures it
+    "access_log": False,  # api.http.middleware.AccessLogMiddleware logs each request
+    "proxy_headers": True,
+    "timeout_graceful_shutdown": 20,
+    # asyncio's loop, not uvloop: uvloop (libuv) accepts one connection per turn of the
+    # loop, so on a busy server a burst of new connections waits one turn each: 200 at
+    # once waited up to 7 s (bench/README.md). asyncio accepts every waiting connection
+    # at once, for a few percent of throughput.
+    "loop": "asyncio",
+}
 
 
 @app.command()
@@ -33,21 +46,7 @@ def serve(
     configure_logging(settings)
     if settings.should_migrate_on_start:
         upgrade(settings.database_url)
-    uvicorn.run(
-        "api.asgi:app",
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=20,
-        # asyncio's loop, not uvloop: uvloop (libuv) accepts one connection per turn of
-        # the loop, so on a busy server a burst of new connections waits its turn, one
-        # turn each: 200 at once waited up to 7 s (bench/README.md). asyncio accepts
-        # every waiting connection at once, for a few percent of throughput.
-        loop="asyncio",
-    )
+    uvicorn.run("api.asgi:app", host=host, port=port, workers=workers, **SERVER_OPTIONS)
 
 
 @app.command()

@@ -1,9 +1,9 @@
 """The ceiling: a bare FastAPI app answering a constant JSON object.
 
-Served with exactly the uvicorn settings `rebound serve` uses (one process, asyncio's loop,
-no access log, no log config, proxy headers, the same graceful-shutdown timeout), so the
-ratio of a Rebound endpoint to this app is what the application costs on top of the
-framework.
+Served with exactly the uvicorn settings `rebound serve` uses (one process and
+`api.cli.SERVER_OPTIONS`: asyncio's loop, no access log, no log config, proxy headers, the
+same graceful-shutdown timeout), so the ratio of a Rebound endpoint to this app is what
+the application costs on top of the framework.
 
     python -m bench.baseline --port 8100
 """
@@ -27,22 +27,13 @@ async def constant() -> dict[str, object]:
 def main() -> None:
     import uvicorn
 
+    from api.cli import SERVER_OPTIONS
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
     args = parser.parse_args()
-    # Keep in step with api/cli.py `serve`.
-    uvicorn.run(
-        "bench.baseline:app",
-        host=args.host,
-        port=args.port,
-        workers=1,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        timeout_graceful_shutdown=20,
-        loop="asyncio",
-    )
+    uvicorn.run("bench.baseline:app", host=args.host, port=args.port, workers=1, **SERVER_OPTIONS)
 
 
 if __name__ == "__main__":

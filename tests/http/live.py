@@ -20,6 +20,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from api.cli import SERVER_OPTIONS
+
 
 class _ThreadedServer(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # the main thread keeps its own
@@ -34,7 +36,9 @@ def server_url(app: FastAPI) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # No lifespan: the `client` fixture of the same test runs the app's lifespan.
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, lifespan="off", log_level="warning", access_log=False, loop=SERVER_OPTIONS["loop"]
+    )
     server = _ThreadedServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

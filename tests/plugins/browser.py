@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from api.cli import SERVER_OPTIONS
 from tests.plugins.services import missing_service
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
@@ -74,7 +75,13 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        loop=SERVER_OPTIONS["loop"],
     )
     server = _ThreadedUvicorn(config)
     thread = threading.Thread(
