@@ -533,6 +533,7 @@ class Bench:
     ) -> Row:
         """Many connections: every request answers (503 is an answer) and the server recovers.
 
+        The connections open all at once on a server already busy with the usual load.
         The run lasts well past the request timeout, so a request stuck longer is counted
         by wrk; afterwards each kind of request (a read inline on the event loop, a write
         on the thread pool) must answer again on its own, and a 16-connection run of the
