@@ -423,8 +423,8 @@ def _driver_row(
 
 
 # The writer's commits between its checkpoints. SQLite's own checkpoint (after the
-# commit that takes the log past 1,000 pages) would run inside that COMMIT, on the loop:
-# milliseconds to tens of them, of copying and syncing, with every request waiting.
+# commit that takes the log past 1,000 pages) would run inside that COMMIT, on the loop,
+# and every request would wait while it copies and syncs (up to tens of milliseconds).
 CHECKPOINT_EVERY = 64
 
 
